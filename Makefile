@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make tune` (the main job) and `make test`.
+VENV_OK := .venv/.installed
+TRIALS  ?= 300
+TARGET  ?= avx2
+MODEL   ?= resnet18
+
+.PHONY: setup tune test lint bench clean
+
+$(VENV_OK): pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install --upgrade pip -q
+	# torch first and pinned: its CPU wheel is on disk here; an unpinned resolve pulls CUDA.
+	.venv/bin/pip install -q torch==2.13.0
+	.venv/bin/pip install -q -e '.[dev]'
+	touch $(VENV_OK)
+
+setup: $(VENV_OK)
+
+# Resume the shipped ResNet18 search with a bounded budget, then compare against PyTorch.
+tune: $(VENV_OK)
+	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --more $(TRIALS)
+	.venv/bin/tunebench bench $(MODEL) --log tuning_logs/$(MODEL)-$(TARGET).jsonl --target $(TARGET)
+
+test: $(VENV_OK)
+	.venv/bin/ruff check tunebench models tests benchmarks
+	.venv/bin/python -m pytest -x -q
+
+bench: $(VENV_OK)
+	.venv/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf .venv .pytest_cache

@@ -1,0 +1,31 @@
+"""tunebench: tune PyTorch models for x86 CPUs with Apache TVM (Relax + MetaSchedule).
+
+The package imports nothing heavy: torch and TVM load on first use of a function that needs
+them, so ``tunebench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "get_model": "tunebench.zoo",
+    "resolve_target": "tunebench.target",
+    "host_fingerprint": "tunebench.target",
+    "lower_model": "tunebench.api",
+    "tune": "tunebench.api",
+    "read_log": "tunebench.records",
+    "TunebenchError": "tunebench.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tunebench' has no attribute {name!r}")
+
+
+__all__ = [*_LAZY, "__version__"]

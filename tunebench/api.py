@@ -1,0 +1,92 @@
+"""The Python API behind the CLI: model -> lowering -> tasks -> search -> records, as plain calls.
+
+Everything the CLI prints comes from these functions, so a notebook gets the same results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .target import TargetSpec, resolve_target
+
+LOG_DIR = Path("tuning_logs")
+
+
+@dataclass
+class LoweredModel:
+    """A model lowered for one target: the fused Relax module and its tuning tasks."""
+
+    name: str
+    target: TargetSpec
+    relax_mod: Any
+    tasks: list[Any]
+    example_inputs: tuple[Any, ...]
+    model: Any
+
+
+def lower_model(
+    model: str | Any, target: str | TargetSpec = "avx2", example_inputs: tuple[Any, ...] | None = None, num_cores: int | None = None
+) -> LoweredModel:
+    """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks."""
+    from .frontend import lower
+    from .tasks import extract_tasks
+    from .zoo import get_model
+
+    spec = resolve_target(target, num_cores)
+    if isinstance(model, str):
+        name = model
+        module, inputs = get_model(model)
+        inputs = example_inputs or inputs
+    else:
+        if example_inputs is None:
+            raise TypeError("example_inputs are required when passing an nn.Module")
+        name, module, inputs = type(model).__name__, model, tuple(example_inputs)
+    relax_mod = lower(module, inputs, spec)
+    return LoweredModel(name, spec, relax_mod, extract_tasks(relax_mod, spec), inputs, module)
+
+
+def default_log_path(model: str, target: TargetSpec) -> Path:
+    """``tuning_logs/<model>-<target>.jsonl`` (a file:factory reference uses its factory name)."""
+    stem = model.rsplit(":", 1)[-1] if ":" in model else model
+    return LOG_DIR / f"{stem}-{target.name}.jsonl"
+
+
+def tune(
+    model: str | Any,
+    target: str | TargetSpec = "avx2",
+    *,
+    log: str | Path | None = None,
+    trials: int | None = None,
+    trials_per_task: int | None = None,
+    timeout: float | None = None,
+    more: int | None = None,
+    tuner: str = "xgb",
+    example_inputs: tuple[Any, ...] | None = None,
+    num_cores: int | None = None,
+    measure: Any = None,
+    reporter: Any = None,
+) -> Any:
+    """Tune every task of ``model`` and append the measurements to its history log.
+
+    Re-running with the same log resumes: the budget counts what the log already holds.
+    Returns the search state (per-task trials and best latencies, how the search stopped).
+    """
+    from .search import tune_tasks
+
+    lowered = lower_model(model, target, example_inputs, num_cores)
+    log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
+    kwargs = {"reporter": reporter} if reporter else {}
+    return tune_tasks(
+        lowered.tasks,
+        lowered.target,
+        log_path,
+        trials=trials,
+        trials_per_task=trials_per_task,
+        timeout=timeout,
+        more=more,
+        tuner=tuner,
+        measure=measure,
+        **kwargs,
+    )

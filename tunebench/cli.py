@@ -1,0 +1,128 @@
+"""The ``tunebench`` command: a thin typer skin over the Python API.
+
+Errors a user can fix (bad model, target, log) print one line and exit 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import TunebenchError
+
+app = typer.Typer(help="Tune PyTorch models for x86 CPUs with Apache TVM (Relax + MetaSchedule).", no_args_is_help=True, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict")]
+CoresOpt = Annotated[Optional[int], typer.Option("--num-cores", help="threads per kernel (default: physical cores)")]
+
+
+@app.command()
+def models() -> None:
+    """List the model zoo: parameters, example input shape and GFLOP per inference."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .zoo import zoo
+
+    table = Table(title="tunebench model zoo")
+    for col in ("model", "params (M)", "input", "GFLOP", "description"):
+        table.add_column(col, justify="left" if col in ("model", "input", "description") else "right")
+    for name, entry in zoo().items():
+        model, inputs = entry.factory(), entry.example_inputs()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(*inputs)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        shape = "x".join(map(str, entry.input_shape)) + ("" if entry.input_dtype.is_floating_point else " ids")
+        table.add_row(name, f"{params:.2f}", shape, f"{counter.get_total_flops() / 1e9:.3f}", entry.description)
+    console.print(table)
+
+
+@app.command()
+def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None) -> None:
+    """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks."""
+    from .api import lower_model
+
+    lowered = lower_model(model, target, num_cores=num_cores)
+    table = Table(title=f"{model}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
+    for col in ("#", "task", "anchor op", "MFLOP", "x", "MFLOP total"):
+        table.add_column(col, justify="left" if col in ("task", "anchor op") else "right")
+    for i, t in enumerate(lowered.tasks):
+        table.add_row(str(i), t.name, t.anchor, f"{t.flop / 1e6:.1f}", str(t.weight), f"{t.total_flop / 1e6:.1f}")
+    total = sum(t.total_flop for t in lowered.tasks)
+    table.add_section()
+    table.add_row("", "total", "", "", str(sum(t.weight for t in lowered.tasks)), f"{total / 1e6:.1f}")
+    console.print(table)
+
+
+@app.command()
+def tune(
+    model: str,
+    target: TargetOpt = "avx2",
+    trials: Annotated[Optional[int], typer.Option(help="trial budget for the whole model, counting the log")] = None,
+    trials_per_task: Annotated[Optional[int], typer.Option(help="trial cap per task, counting the log")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds")] = None,
+    more: Annotated[Optional[int], typer.Option(help="trials for this run, on top of what the log holds")] = None,
+    tuner: Annotated[str, typer.Option(help="xgb (evolutionary search + XGBoost cost model) or random")] = "xgb",
+    log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl)")] = None,
+    num_cores: CoresOpt = None,
+    rpc: Annotated[Optional[str], typer.Option(help="measure on an RPC tracker's servers, HOST:PORT")] = None,
+    rpc_key: Annotated[Optional[str], typer.Option(help="device key the RPC servers registered under")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view; one line per batch")] = False,
+) -> None:
+    """Search schedules for every task of MODEL; resumable, every batch appended to the log."""
+    from .api import default_log_path, lower_model
+    from .measure import MeasureConfig
+    from .progress import LineReporter, LiveReporter, summary
+    from .search import tune_tasks
+
+    if (rpc is None) != (rpc_key is None):
+        raise TunebenchError("--rpc and --rpc-key go together")
+    lowered = lower_model(model, target, num_cores=num_cores)
+    log_path = log or default_log_path(model, lowered.target)
+    measure = MeasureConfig(workers=lowered.target.num_cores, rpc=rpc, rpc_key=rpc_key)
+    reporter = LineReporter(err_console) if quiet or not console.is_terminal else LiveReporter(console)
+    state = tune_tasks(
+        lowered.tasks,
+        lowered.target,
+        log_path,
+        trials=trials,
+        trials_per_task=trials_per_task,
+        timeout=timeout,
+        more=more,
+        tuner=tuner,
+        measure=measure,
+        reporter=reporter,
+    )
+    summary(state, console, str(log_path), "tunebench " + shlex.join(sys.argv[1:]))
+    if state.interrupted:
+        raise typer.Exit(130)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True, highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors for TunebenchError, tracebacks for bugs."""
+    warnings.showwarning = _show_warning  # type: ignore[assignment]
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        app()
+    except TunebenchError as e:
+        err_console.print(f"error: {e}", soft_wrap=True, markup=False, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Dispatch: choose the best usable record per workload and compile a lowered model with them.
+
+This is the "apply" stage of the pipeline (the role ``autotvm.apply_history_best`` played).
+Records are applied with ``MetaScheduleApplyDatabase`` to the module ``frontend.lower`` produced,
+then built with ``tvm.compile``; the module is never re-fused, so workload hashes still match.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import HistoryLog, Record
+from .target import MCPU_FLAGS, TargetSpec, cpu_flags
+from .tasks import Task, extract_tasks
+
+
+class ForeignRecordWarning(UserWarning):
+    """Records skipped because this host or target cannot use them."""
+
+
+def record_usable(record: Record, target: TargetSpec, host_flags: frozenset[str] | None = None) -> bool:
+    """A record serves ``target`` if it was measured for the same CPU model (mcpu) and this host
+    can execute that ISA; a schedule timed under other codegen is no evidence of speed here."""
+    mcpu = str(record.target.get("mcpu", ""))
+    if record.target.get("kind") != "llvm" or mcpu != target.mcpu:
+        return False
+    flags = cpu_flags() if host_flags is None else host_flags
+    return not flags or all(f in flags for f in MCPU_FLAGS.get(mcpu, ()))
+
+
+def best_records(log: HistoryLog, target: TargetSpec, warn: bool = True) -> dict[str, Record]:
+    """Fastest usable record per workload key; warn once about the records skipped as foreign."""
+    best = log.best(lambda r: record_usable(r, target))
+    foreign = {r.key for r in log.records if r.ok} - set(best)
+    if foreign and warn:
+        mcpus = sorted({str(r.target.get("mcpu")) for r in log.records if r.key in foreign})
+        warnings.warn(
+            f"{len(foreign)} workload(s) have records only for other targets ({', '.join(mcpus)}); they are skipped for {target.name} ({target.mcpu})",
+            ForeignRecordWarning,
+            stacklevel=2,
+        )
+    return best
+
+
+@dataclass
+class Coverage:
+    """Which tasks of a module had a tuning record applied."""
+
+    tasks: list[Task]
+    applied: list[str] = field(default_factory=list)  # workload keys
+
+    @property
+    def missing(self) -> list[Task]:
+        return [t for t in self.tasks if t.workload_key not in self.applied]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.tasks) and not self.missing
+
+    def __str__(self) -> str:
+        return f"{len(self.applied)}/{len(self.tasks)} tasks tuned"
+
+
+def _database(log: HistoryLog, best: dict[str, Record]) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.MemoryDatabase()
+    for key, record in best.items():
+        if key in log.workloads:
+            workload = db.commit_workload(log.workloads[key].ms_workload().mod)
+            db.commit_tuning_record(record.ms_record(workload))
+    return db
+
+
+def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None) -> tuple[Any, Coverage]:
+    """Rewrite each task's TIR with its best record's schedule; report coverage."""
+    from tvm import relax
+
+    tasks = extract_tasks(relax_mod, target)
+    coverage = Coverage(tasks)
+    if log is None or not log.records:
+        return relax_mod, coverage
+    best = best_records(log, target)
+    coverage.applied = [t.workload_key for t in tasks if t.workload_key in best and t.workload_key in log.workloads]
+    if not coverage.applied:
+        return relax_mod, coverage
+    with target.tvm(), _database(log, best):
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(relax_mod), coverage
+
+
+def build(relax_mod: Any, target: TargetSpec) -> Any:
+    """Compile a (scheduled or not) Relax module into a VM executable."""
+    import tvm
+
+    return tvm.compile(relax_mod, target=target.tvm())
+
+
+class CompiledModel:
+    """A Relax VM over a compiled executable, called with torch tensors, returning torch tensors.
+
+    Inputs and outputs cross by DLPack, so no copy is made at the PyTorch/TVM border.
+    """
+
+    def __init__(self, executable: Any, coverage: Coverage) -> None:
+        import tvm
+        from tvm import relax
+
+        self.executable = executable
+        self.coverage = coverage
+        self.vm = relax.VirtualMachine(executable, tvm.cpu())
+        self._main = self.vm["main"]
+
+    def __call__(self, *inputs: Any) -> Any:
+        import torch
+        import tvm
+
+        args = [tvm.runtime.from_dlpack(x.detach().contiguous()) for x in inputs]
+        out = self._main(*args)
+        return _to_torch(out, torch)
+
+
+def _to_torch(out: Any, torch: Any) -> Any:
+    if hasattr(out, "__dlpack__"):
+        return torch.from_dlpack(out)
+    items = [_to_torch(o, torch) for o in out]
+    return items[0] if len(items) == 1 else tuple(items)
+
+
+def compile_model(relax_mod: Any, target: TargetSpec, log: HistoryLog | None = None) -> CompiledModel:
+    """Apply the best usable records from ``log`` (if any) and build: the model, ready to call."""
+    scheduled, coverage = apply_records(relax_mod, target, log)
+    return CompiledModel(build(scheduled, target), coverage)

@@ -1,0 +1,55 @@
+"""Lowering: a PyTorch model and example inputs to a fused Relax IRModule ready for tuning.
+
+The same function produces the module that tasks are extracted from and the module that tuning
+records are applied to: records match by the structural hash of each fused TIR function, so any
+difference between the two lowerings would silently miss every record. The path is the one
+measured to apply records (see README): torch.export, Relax frontend with the weights bound as
+constants (so constant folding precomputes weight transposes once instead of per call),
+inference decompositions, then the "zero" pipeline (legalize, fold, FuseOps, FuseTIR).
+``meta_schedule.relax_integration.compile_relax`` is not used: it fuses again and misses records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import TunebenchError
+from .target import TargetSpec
+
+
+def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
+    """torch.export the model, turning capture failures into one-line errors naming the construct."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return torch.export.export(model.eval(), tuple(example_inputs))
+    except Exception as e:  # torch raises many types here (Unsupported, UserError, RuntimeError...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TunebenchError(f"torch.export cannot capture the model: {type(e).__name__}: {first}") from e
+
+
+def to_relax(exported: Any) -> Any:
+    """Exported program -> Relax IRModule with weights bound as constants."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    try:
+        return from_exported_program(exported, keep_params_as_input=False)
+    except Exception as e:  # the frontend asserts on unsupported ops with assorted types
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TunebenchError(f"the Relax torch frontend cannot lower the model: {msg}") from e
+
+
+def optimize(mod: Any, target: TargetSpec) -> Any:
+    """Decompose for inference and fuse under the target: the module tasks come from."""
+    from tvm import relax
+
+    with target.tvm():
+        mod = relax.transform.DecomposeOpsForInference()(mod)
+        mod = relax.transform.CanonicalizeBindings()(mod)
+        return relax.get_pipeline("zero")(mod)
+
+
+def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec) -> Any:
+    """Model -> fused Relax IRModule (the one entry point the rest of the pipeline uses)."""
+    return optimize(to_relax(export(model, example_inputs)), target)

@@ -1,0 +1,104 @@
+"""Builder and runner: compile candidate schedules and time them, locally or on an RPC fleet.
+
+MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch (its source blames a
+memory leak), paying the worker start-up, a TVM import per worker, on every batch.
+``PersistentBuilder`` keeps one pool and recycles it every ``recycle_every`` batches, which
+bounds the leak and removes most of the start-up cost (measured by ``benchmarks/trials_per_minute.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Timing protocol per candidate: ``repeat`` samples, each at least ``min_repeat_ms`` long, so one
+# noisy sample cannot crown a candidate; the record keeps every sample.
+REPEAT = 3
+MIN_REPEAT_MS = 40
+BUILD_TIMEOUT_S = 30.0
+RUN_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Where and how candidates are built and timed."""
+
+    workers: int = 2
+    repeat: int = REPEAT
+    min_repeat_ms: int = MIN_REPEAT_MS
+    build_timeout: float = BUILD_TIMEOUT_S
+    run_timeout: float = RUN_TIMEOUT_S
+    persistent_builder: bool = True
+    rpc: str | None = None  # "host:port" of a TVM RPC tracker
+    rpc_key: str | None = None
+
+
+def evaluator_config(cfg: MeasureConfig) -> Any:
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
+
+    return EvaluatorConfig(number=1, repeat=cfg.repeat, min_repeat_ms=cfg.min_repeat_ms, enable_cpu_cache_flush=False)
+
+
+def make_builder(cfg: MeasureConfig) -> Any:
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+
+    if cfg.persistent_builder:
+        return _persistent_builder_cls()(max_workers=cfg.workers, timeout_sec=cfg.build_timeout)
+    return LocalBuilder(max_workers=cfg.workers, timeout_sec=cfg.build_timeout)
+
+
+def make_runner(cfg: MeasureConfig) -> Any:
+    from tvm.s_tir.meta_schedule.runner import LocalRunner
+
+    if cfg.rpc:
+        from .rpc import make_rpc_runner
+
+        return make_rpc_runner(cfg)
+    return LocalRunner(timeout_sec=cfg.run_timeout, evaluator_config=evaluator_config(cfg))
+
+
+_PERSISTENT: Any = None
+
+
+def _persistent_builder_cls() -> Any:
+    """Define the builder class on first use (TVM's ``derived_object`` needs TVM imported)."""
+    global _PERSISTENT
+    if _PERSISTENT is not None:
+        return _PERSISTENT
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import local_builder as lb
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PersistentBuilder(lb.PyBuilder):
+        """LocalBuilder's work, but the worker pool survives across batches (recycled every N)."""
+
+        recycle_every = 16
+
+        def __init__(self, max_workers: int, timeout_sec: float) -> None:
+            super().__init__()
+            self.max_workers, self.timeout_sec = max_workers, timeout_sec
+            self.initializer = self.f_build = self.f_export = None
+            self._pool: Any = None
+            self._batches = 0
+
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            if self._pool is None or self._batches >= self.recycle_every:
+                if self._pool is not None:
+                    self._pool.shutdown()
+                self._pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec, initializer=self.initializer)
+                self._batches = 0
+            self._batches += 1
+            args = [(self.f_build, self.f_export, b.mod, b.target, lb._serialize_params(b.params)) for b in build_inputs]
+            results = []
+            for r in self._pool.map_with_error_catching(lambda x: lb._worker_func(*x), args):
+                if r.status == StatusKind.COMPLETE:
+                    results.append(lb.BuilderResult(r.value, None))
+                elif r.status == StatusKind.TIMEOUT:
+                    results.append(lb.BuilderResult(None, f"build timed out after {self.timeout_sec} s"))
+                else:
+                    results.append(lb.BuilderResult(None, f"build failed: {r.value}"))
+            return results
+
+    _PERSISTENT = PersistentBuilder
+    return PersistentBuilder

@@ -1,0 +1,320 @@
+"""History logs: tunebench's own append-only JSON-lines format for tuning records.
+
+MetaSchedule's JSONDatabase points records at workloads by line number in a second file, so two
+machines' databases cannot simply be concatenated. A tunebench log is one file that means the
+same thing anywhere:
+
+* ``{"type": "workload", "v": 1, "key": ..., "task": ..., "flop": ..., "mod": <base64>}``: a TIR
+  workload, written once per log, found by ``key`` (MetaSchedule's structural hash).
+* ``{"type": "record", "v": 1, "key": ..., "trace": ..., "args_info": ..., "run_secs": [...] | null,
+  "error": str | null, "target": {...}, "host": {...}, "tvm": ..., "time": ...}``: one measured
+  candidate, failed ones included (they count against the budget on resume).
+
+Writing follows Optuna's journal storage: each batch is one ``write`` under an exclusive
+``flock`` on an ``O_APPEND`` descriptor, then ``fsync``, so concurrent writers never interleave
+and a crash loses at most the batch in flight. Reading skips a torn last line and garbage lines
+with a warning, and refuses a log from a newer format version.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TunebenchError
+
+FORMAT_VERSION = 1
+LOG_SUFFIX = ".jsonl"
+
+
+def to_plain(obj: Any) -> Any:
+    """TVM containers and immediates (as traces and arg infos hold them) -> plain JSON values."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "items"):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if hasattr(obj, "value") and not hasattr(obj, "__len__"):  # IntImm, FloatImm
+        return obj.value
+    return [to_plain(x) for x in obj]
+
+
+class LogWarning(UserWarning):
+    """A problem in a log that cost a line but not the log (torn tail, garbage line)."""
+
+
+@dataclass
+class WorkloadEntry:
+    """A TIR workload as the log stores it (module kept serialized until needed)."""
+
+    key: str
+    task: str
+    flop: float
+    mod_b64: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "workload", "v": FORMAT_VERSION, "key": self.key, "task": self.task, "flop": self.flop, "mod": self.mod_b64}
+
+    def ms_workload(self) -> Any:
+        from tvm.s_tir.meta_schedule.database import Workload
+
+        return Workload.from_json([self.key, self.mod_b64])
+
+
+@dataclass
+class Record:
+    """One measured candidate schedule of one workload."""
+
+    key: str
+    trace: Any
+    args_info: Any
+    run_secs: list[float] | None
+    error: str | None
+    target: dict[str, Any]
+    host: dict[str, Any]
+    tvm: str
+    time: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.run_secs)
+
+    @property
+    def latency(self) -> float:
+        """Mean measured seconds; +inf for a failed candidate so it never wins a comparison."""
+        return statistics.fmean(self.run_secs) if self.ok else float("inf")  # type: ignore[arg-type]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "record",
+            "v": FORMAT_VERSION,
+            "key": self.key,
+            "trace": self.trace,
+            "args_info": self.args_info,
+            "run_secs": self.run_secs,
+            "error": self.error,
+            "target": self.target,
+            "host": self.host,
+            "tvm": self.tvm,
+            "time": self.time,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Record:
+        return cls(
+            key=obj["key"],
+            trace=obj["trace"],
+            args_info=obj["args_info"],
+            run_secs=obj["run_secs"],
+            error=obj["error"],
+            target=obj["target"],
+            host=obj["host"],
+            tvm=obj["tvm"],
+            time=obj["time"],
+        )
+
+    def identity(self) -> str:
+        """What makes two records duplicates: same workload, schedule, target and measurement."""
+        return json.dumps([self.key, self.trace, self.target, self.run_secs, self.time], sort_keys=True)
+
+    def ms_record(self, workload: Any) -> Any:
+        """This record as a MetaSchedule TuningRecord bound to ``workload``."""
+        import tvm
+        from tvm.s_tir.meta_schedule.database import TuningRecord
+
+        target = tvm.target.Target(self.target)
+        return TuningRecord.from_json([self.trace, self.run_secs, target.export(), self.args_info], workload)
+
+
+@dataclass
+class HistoryLog:
+    """The parsed contents of one or more logs, plus the problems met while reading them."""
+
+    workloads: dict[str, WorkloadEntry] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def by_key(self) -> dict[str, list[Record]]:
+        out: dict[str, list[Record]] = {}
+        for r in self.records:
+            out.setdefault(r.key, []).append(r)
+        return out
+
+    def trials(self) -> dict[str, int]:
+        """Measured candidates per workload key, failures included (they cost search time too)."""
+        counts: dict[str, int] = {}
+        for r in self.records:
+            counts[r.key] = counts.get(r.key, 0) + 1
+        return counts
+
+    def best(self, usable: Any = None) -> dict[str, Record]:
+        """Fastest successful record per workload, among those ``usable(record)`` accepts."""
+        out: dict[str, Record] = {}
+        for r in self.records:
+            if r.ok and (usable is None or usable(r)) and (r.key not in out or r.latency < out[r.key].latency):
+                out[r.key] = r
+        return out
+
+    def extend(self, other: HistoryLog) -> None:
+        for key, w in other.workloads.items():
+            self.workloads.setdefault(key, w)
+        self.records.extend(other.records)
+        self.problems.extend(other.problems)
+
+
+def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand a file, a directory (its ``*.jsonl``) or a list of either into log paths."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(p.glob(f"*{LOG_SUFFIX}")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise TunebenchError(f"log {str(p)!r} does not exist")
+    return out
+
+
+def read_log(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], warn: bool = True) -> HistoryLog:
+    """Read logs, keeping every valid record; each skipped line becomes a problem (and a warning)."""
+    log = HistoryLog()
+    for path in log_files(paths):
+        log.extend(_read_one(path))
+    if warn:
+        for p in log.problems:
+            warnings.warn(p, LogWarning, stacklevel=2)
+    return log
+
+
+def _read_one(path: Path) -> HistoryLog:
+    log = HistoryLog()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TunebenchError(f"cannot read log {str(path)!r}: {e.strerror}") from None
+    lines = data.split(b"\n")
+    torn_tail = not data.endswith(b"\n") and bool(lines[-1])
+    parsed = 0
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+            kind, version = obj["type"], obj["v"]
+        except (ValueError, KeyError, TypeError):
+            if torn_tail and lineno == len(lines):
+                log.problems.append(f"{path}:{lineno}: torn last line skipped (a write was cut off)")
+            else:
+                log.problems.append(f"{path}:{lineno}: not a tunebench record, skipped")
+            continue
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise TunebenchError(f"{path}:{lineno}: log format version {version} is newer than this tunebench reads ({FORMAT_VERSION}); upgrade tunebench")
+        try:
+            if kind == "workload":
+                w = WorkloadEntry(obj["key"], obj["task"], float(obj["flop"]), obj["mod"])
+                log.workloads.setdefault(w.key, w)
+            elif kind == "record":
+                log.records.append(Record.from_json(obj))
+            else:
+                raise KeyError(kind)
+            parsed += 1
+        except (KeyError, TypeError, ValueError):
+            log.problems.append(f"{path}:{lineno}: malformed {kind!r} line skipped")
+    if parsed == 0 and lines != [b""]:
+        raise TunebenchError(f"{path} is not a tunebench history log (no valid line in it)")
+    orphans = {r.key for r in log.records} - set(log.workloads)
+    if orphans:
+        log.problems.append(f"{path}: {len(orphans)} workload(s) referenced by records but never defined")
+    return log
+
+
+@contextmanager
+def _locked_append(path: Path) -> Iterator[int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _keys_in_file(path: Path) -> set[str]:
+    keys: set[str] = set()
+    if path.exists():
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.startswith(b'{"type": "workload"'):
+                    with suppress(ValueError, KeyError):
+                        keys.add(json.loads(raw)["key"])
+    return keys
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(", ", ": ")) + "\n").encode()
+
+
+class LogWriter:
+    """Appends batches of records to a log, adding each workload line the first time it is needed."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._known: set[str] | None = None
+
+    def append(self, records: list[Record], workloads: dict[str, WorkloadEntry]) -> None:
+        """One locked, fsynced write for the batch: all of it reaches the disk, or (on a crash) a torn tail."""
+        with _locked_append(self.path) as fd:
+            if self._known is None or any(r.key not in self._known for r in records):
+                self._known = _keys_in_file(self.path)  # another writer may have added some
+            chunks: list[bytes] = []
+            for r in records:
+                if r.key not in self._known:
+                    chunks.append(_dump(workloads[r.key].to_json()))
+                    self._known.add(r.key)
+                chunks.append(_dump(r.to_json()))
+            if chunks:
+                _write_all(fd, b"".join(chunks))
+                os.fsync(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_log_atomic(path: str | os.PathLike[str], log: HistoryLog) -> None:
+    """Replace ``path`` with ``log``: temp file, fsync, rename, so a crash leaves the old file whole.
+
+    Records are written in a deterministic order (workload key, then time) so the same input
+    gives the same bytes.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    used = {r.key for r in log.records}
+    body = [_dump(log.workloads[k].to_json()) for k in sorted(used) if k in log.workloads]
+    body += [_dump(r.to_json()) for r in sorted(log.records, key=lambda r: (r.key, r.time, r.latency))]
+    with open(tmp, "wb") as f:
+        f.write(b"".join(body))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

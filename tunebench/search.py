@@ -1,0 +1,280 @@
+"""Schedule search: MetaSchedule's evolutionary search and XGBoost cost model, driven batch by batch.
+
+MetaSchedule's own task scheduler runs in C++ and keeps its records to itself until the end. This
+module drives the same pieces (TuneContext, EvolutionarySearch or ReplayTrace, XGBModel, builder,
+runner) one batch at a time, so that
+
+* every batch is appended to the history log as soon as it is measured (Ctrl-C or a crash loses
+  at most the batch in flight),
+* a resumed search knows what the log already holds: prior records seed the database the
+  evolutionary search starts from and the cost model, count against the budget, and a task whose
+  per-task budget is spent is not searched again,
+* budgets are exact (the last batch is cut to what is left), and
+* the task to search next is the one with the largest share of the model's estimated latency.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import records as rec
+from .errors import TunebenchError
+from .measure import MeasureConfig, make_builder, make_runner
+from .target import TargetSpec, canonical, host_fingerprint
+from .tasks import Task
+
+TUNERS = ("xgb", "random")
+MAX_BATCH = 64
+MIN_BATCH = 8
+
+
+@dataclass
+class TaskState:
+    """What the search knows about one task: its trials so far and best measured latency."""
+
+    task: Task
+    prior_trials: int = 0
+    new_trials: int = 0
+    best: float = math.inf  # seconds
+    errors: int = 0
+    done: bool = False
+    ctx: Any = None
+
+    @property
+    def trials(self) -> int:
+        return self.prior_trials + self.new_trials
+
+    @property
+    def gflops(self) -> float:
+        return self.task.flop / self.best / 1e9 if math.isfinite(self.best) else 0.0
+
+
+@dataclass
+class SearchState:
+    """The whole search as the progress view and the final summary see it."""
+
+    states: list[TaskState]
+    budget: int  # trials this run may still spend
+    started: float = field(default_factory=time.time)
+    interrupted: bool = False
+    stopped_by: str = ""
+
+    @property
+    def new_trials(self) -> int:
+        return sum(s.new_trials for s in self.states)
+
+    @property
+    def total_trials(self) -> int:
+        return sum(s.trials for s in self.states)
+
+    def estimated_latency(self) -> float:
+        """Sum of weight x best latency over tasks; inf while any task has no measurement."""
+        return sum(s.task.weight * s.best for s in self.states)
+
+
+Reporter = Callable[[str, SearchState], None]
+
+
+def _quiet(event: str, state: SearchState) -> None:
+    """Reporter that reports nothing (``--quiet``)."""
+
+
+def _priority(s: TaskState) -> tuple[int, float]:
+    """Unmeasured tasks first (round robin), then the largest share of estimated model latency,
+    discounted by the trials already spent on it (returns diminish as a search converges)."""
+    if s.trials == 0 or not math.isfinite(s.best):
+        return (1, -s.trials)
+    return (0, s.task.weight * s.best / math.sqrt(1 + s.trials / MAX_BATCH))
+
+
+def _record_target(target: TargetSpec) -> dict[str, Any]:
+    return dict(target.config)
+
+
+def tune_tasks(
+    tasks: list[Task],
+    target: TargetSpec,
+    log_path: str | Path,
+    *,
+    trials: int | None = None,
+    trials_per_task: int | None = None,
+    timeout: float | None = None,
+    more: int | None = None,
+    tuner: str = "xgb",
+    measure: MeasureConfig | None = None,
+    seed: int = 0,
+    reporter: Reporter = _quiet,
+) -> SearchState:
+    """Search schedules for ``tasks``, appending every measurement to ``log_path``.
+
+    ``trials`` is the budget for the whole model, counted over the log (a resumed search with the
+    same ``trials`` does nothing more); ``trials_per_task`` caps each task likewise. ``timeout``
+    bounds this run's wall clock in seconds and ``more`` its trials, on top of the log. Returns the final state, with ``interrupted`` set if
+    Ctrl-C ended it (the records up to the last finished batch are in the log).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if tuner not in TUNERS:
+        raise TunebenchError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
+    if trials is None and trials_per_task is None and more is None:
+        raise TunebenchError("give a budget: --trials, --trials-per-task and/or --more")
+    measure = measure or MeasureConfig(workers=target.num_cores)
+    log_path = Path(log_path)
+    prior = rec.read_log(log_path) if log_path.exists() else rec.HistoryLog()
+    target_key = target.key()
+    same_target = [r for r in prior.records if canonical(r.target) == target_key]
+    counts: dict[str, int] = {}
+    for r in same_target:
+        counts[r.key] = counts.get(r.key, 0) + 1
+    best = {k: r.latency for k, r in rec.HistoryLog(records=same_target).best().items()}
+
+    states = [TaskState(t, prior_trials=counts.get(t.workload_key, 0), best=best.get(t.workload_key, math.inf)) for t in tasks]
+    per_task = trials_per_task if trials_per_task is not None else math.inf
+    total_cap = trials if trials is not None else math.inf
+    budget = total_cap - sum(s.trials for s in states)
+    budget = min(budget, sum(max(0, per_task - s.trials) for s in states), more if more is not None else math.inf)
+    budget = int(max(0, budget))
+    state = SearchState(states, budget)
+    for s in states:
+        s.done = s.trials >= per_task
+    active = [s for s in states if not s.done]
+    reporter("start", state)
+    if budget <= 0 or not active:
+        state.stopped_by = "budget already spent by the log"
+        reporter("finish", state)
+        return state
+
+    batch = int(min(MAX_BATCH, max(MIN_BATCH, budget // max(1, len(active)))))
+    database = ms.database.MemoryDatabase()
+    workloads = {t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1]) for t in tasks}
+    ms_workloads = {t.workload_key: database.commit_workload(t.mod) for t in tasks}
+    cost_model = ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None
+    tvm_target = target.tvm()
+    for s in active:
+        s.ctx = ms.TuneContext(
+            mod=s.task.mod,
+            target=tvm_target,
+            space_generator="post-order-apply",
+            search_strategy="evolutionary" if tuner == "xgb" else "replay-trace",
+            task_name=s.task.name,
+            num_threads=target.num_cores,
+            rand_state=seed + states.index(s),
+        )
+        _seed_from_log(s, same_target, ms_workloads[s.task.workload_key], database, cost_model)
+        s.ctx.pre_tuning(
+            max_trials=int(min(per_task - s.trials, budget)),
+            num_trials_per_iter=batch,
+            design_spaces=s.ctx.generate_design_space(),
+            database=database,
+            cost_model=cost_model,
+        )
+
+    builder, runner = make_builder(measure), make_runner(measure)
+    writer = rec.LogWriter(log_path)
+    host, tvm_version = host_fingerprint(), host_fingerprint()["tvm"]
+    deadline = state.started + timeout if timeout else math.inf
+    try:
+        while True:
+            left = budget - state.new_trials
+            candidates_pool = [s for s in states if not s.done]
+            if left <= 0:
+                state.stopped_by = "trial budget reached"
+                break
+            if not candidates_pool:
+                state.stopped_by = "every task reached its per-task budget"
+                break
+            if time.time() >= deadline:
+                state.stopped_by = "timeout"
+                break
+            s = max(candidates_pool, key=_priority)
+            cands = s.ctx.generate_measure_candidates()
+            if not cands:
+                s.done = True
+                continue
+            cands = list(cands)[: int(min(left, per_task - s.trials))]
+            results = _measure(builder, runner, tvm_target, cands)
+            s.ctx.notify_runner_results(cands, results)
+            if cost_model is not None:
+                cost_model.update(s.ctx, cands, results)
+            batch_records = []
+            for cand, res in zip(cands, results, strict=True):
+                run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
+                error = _short_error(res.error_msg)
+                if run_secs is not None and error is None:
+                    database.commit_tuning_record(
+                        ms.database.TuningRecord(cand.sch.trace, ms_workloads[s.task.workload_key], run_secs, tvm_target, cand.args_info)
+                    )
+                r = rec.Record(
+                    key=s.task.workload_key,
+                    trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
+                    args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
+                    run_secs=run_secs,
+                    error=error,
+                    target=_record_target(target),
+                    host=host,
+                    tvm=tvm_version,
+                )
+                batch_records.append(r)
+                s.errors += r.error is not None
+                s.best = min(s.best, r.latency)
+            writer.append(batch_records, workloads)
+            s.new_trials += len(cands)
+            if s.trials >= per_task:
+                s.done = True
+            reporter("batch", state)
+    except KeyboardInterrupt:
+        state.interrupted = True
+        state.stopped_by = "interrupted (Ctrl-C)"
+    finally:
+        for s in states:
+            if s.ctx is not None:
+                s.ctx.post_tuning()
+    reporter("finish", state)
+    return state
+
+
+def _seed_from_log(s: TaskState, prior: list[rec.Record], workload: Any, database: Any, cost_model: Any) -> None:
+    """Give the evolutionary search and the cost model what earlier runs measured for this task."""
+    mine = [r for r in prior if r.key == s.task.workload_key and r.ok]
+    if not mine:
+        return
+    from tvm.s_tir.meta_schedule.runner import RunnerResult
+
+    ms_records = [r.ms_record(workload) for r in mine]
+    for r in ms_records:
+        database.commit_tuning_record(r)
+    if cost_model is not None:
+        cost_model.update(
+            s.ctx,
+            [r.as_measure_candidate() for r in ms_records],
+            [RunnerResult(r.run_secs, None) for r in mine],
+        )
+
+
+def _short_error(msg: Any) -> str | None:
+    """Last lines of a build/run traceback: the cause, without kilobytes of frames per record."""
+    if msg is None:
+        return None
+    lines = [x for x in str(msg).strip().splitlines() if x.strip()]
+    return "\n".join(lines[-3:])[-1000:]
+
+
+def _measure(builder: Any, runner: Any, target: Any, cands: list[Any]) -> list[Any]:
+    """Build then run a batch; a failed build becomes a failed result for its candidate."""
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput, RunnerResult
+
+    built = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
+    to_run = [(i, b) for i, b in enumerate(built) if b.error_msg is None]
+    futures = runner.run([RunnerInput(b.artifact_path, "cpu", cands[i].args_info) for i, b in to_run])
+    results: list[Any] = [RunnerResult(None, b.error_msg) if b.error_msg is not None else None for b in built]
+    for (i, b), fut in zip(to_run, futures, strict=True):
+        results[i] = fut.result()
+        shutil.rmtree(Path(b.artifact_path).parent, ignore_errors=True)
+    return results
