@@ -53,15 +53,28 @@ class LogWarning(UserWarning):
 
 @dataclass
 class WorkloadEntry:
-    """A TIR workload as the log stores it (module kept serialized until needed)."""
+    """A TIR workload as the log stores it (module kept serialized until needed).
+
+    ``weight`` is how many times the tuned model calls it: with it, a log alone gives the model's
+    estimated latency (sum of weight x best latency), for tuning curves and summaries.
+    """
 
     key: str
     task: str
     flop: float
     mod_b64: str
+    weight: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "workload", "v": FORMAT_VERSION, "key": self.key, "task": self.task, "flop": self.flop, "mod": self.mod_b64}
+        return {
+            "type": "workload",
+            "v": FORMAT_VERSION,
+            "key": self.key,
+            "task": self.task,
+            "flop": self.flop,
+            "weight": self.weight,
+            "mod": self.mod_b64,
+        }
 
     def ms_workload(self) -> Any:
         from tvm.s_tir.meta_schedule.database import Workload
@@ -223,7 +236,7 @@ def _read_one(path: Path) -> HistoryLog:
             raise TunebenchError(f"{path}:{lineno}: log format version {version} is newer than this tunebench reads ({FORMAT_VERSION}); upgrade tunebench")
         try:
             if kind == "workload":
-                w = WorkloadEntry(obj["key"], obj["task"], float(obj["flop"]), obj["mod"])
+                w = WorkloadEntry(obj["key"], obj["task"], float(obj["flop"]), obj["mod"], int(obj.get("weight", 1)))
                 log.workloads.setdefault(w.key, w)
             elif kind == "record":
                 log.records.append(Record.from_json(obj))

@@ -152,7 +152,7 @@ def tune_tasks(
 
     batch = int(min(MAX_BATCH, max(MIN_BATCH, budget // max(1, len(active)))))
     database = ms.database.MemoryDatabase()
-    workloads = {t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1]) for t in tasks}
+    workloads = {t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1], t.weight) for t in tasks}
     ms_workloads = {t.workload_key: database.commit_workload(t.mod) for t in tasks}
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None
     tvm_target = target.tvm()
