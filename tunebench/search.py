@@ -64,6 +64,13 @@ class SearchState:
     started: float = field(default_factory=time.time)
     interrupted: bool = False
     stopped_by: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for benchmarks
+
+    def clock(self, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``phase``; return now (to chain phases)."""
+        now = time.time()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
+        return now
 
     @property
     def new_trials(self) -> int:
@@ -156,6 +163,7 @@ def tune_tasks(
     ms_workloads = {t.workload_key: database.commit_workload(t.mod) for t in tasks}
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None
     tvm_target = target.tvm()
+    t = time.time()
     for s in active:
         s.ctx = ms.TuneContext(
             mod=s.task.mod,
@@ -174,6 +182,7 @@ def tune_tasks(
             database=database,
             cost_model=cost_model,
         )
+    state.clock("prepare", t)
 
     builder, runner = make_builder(measure), make_runner(measure)
     writer = rec.LogWriter(log_path)
@@ -193,17 +202,21 @@ def tune_tasks(
                 state.stopped_by = "timeout"
                 break
             s = max(candidates_pool, key=_priority)
+            t = time.time()
             cands = s.ctx.generate_measure_candidates()
+            t = state.clock("search", t)
             if not cands:
                 s.done = True
                 continue
             cands = list(cands)[: int(min(left, per_task - s.trials))]
-            results = _measure(builder, runner, tvm_target, cands)
+            results, measured_on = _measure(builder, runner, tvm_target, cands, state)
+            t = time.time()
             s.ctx.notify_runner_results(cands, results)
             if cost_model is not None:
                 cost_model.update(s.ctx, cands, results)
+            t = state.clock("cost model", t)
             batch_records = []
-            for cand, res in zip(cands, results, strict=True):
+            for cand, res, where in zip(cands, results, measured_on, strict=True):
                 run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
                 error = _short_error(res.error_msg)
                 if run_secs is not None and error is None:
@@ -219,11 +232,13 @@ def tune_tasks(
                     target=_record_target(target),
                     host=host,
                     tvm=tvm_version,
+                    measured_on=where,
                 )
                 batch_records.append(r)
                 s.errors += r.error is not None
                 s.best = min(s.best, r.latency)
             writer.append(batch_records, workloads)
+            state.clock("log", t)
             s.new_trials += len(cands)
             if s.trials >= per_task:
                 s.done = True
@@ -265,16 +280,25 @@ def _short_error(msg: Any) -> str | None:
     return "\n".join(lines[-3:])[-1000:]
 
 
-def _measure(builder: Any, runner: Any, target: Any, cands: list[Any]) -> list[Any]:
-    """Build then run a batch; a failed build becomes a failed result for its candidate."""
+def _measure(builder: Any, runner: Any, target: Any, cands: list[Any], state: SearchState) -> tuple[list[Any], list[dict[str, Any] | None]]:
+    """Build then run a batch; a failed build becomes a failed result for its candidate.
+
+    Also returns, per candidate, the RPC server that timed it (``FleetRunner`` futures know it;
+    None when it was timed here or never ran).
+    """
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput, RunnerResult
 
+    t = time.time()
     built = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
+    t = state.clock("build", t)
     to_run = [(i, b) for i, b in enumerate(built) if b.error_msg is None]
     futures = runner.run([RunnerInput(b.artifact_path, "cpu", cands[i].args_info) for i, b in to_run])
     results: list[Any] = [RunnerResult(None, b.error_msg) if b.error_msg is not None else None for b in built]
+    measured_on: list[dict[str, Any] | None] = [None] * len(cands)
     for (i, b), fut in zip(to_run, futures, strict=True):
         results[i] = fut.result()
+        measured_on[i] = getattr(fut, "measured_on", None)
         shutil.rmtree(Path(b.artifact_path).parent, ignore_errors=True)
-    return results
+    state.clock("run", t)
+    return results, measured_on
