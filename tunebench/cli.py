@@ -109,6 +109,60 @@ def tune(
         raise typer.Exit(130)
 
 
+@app.command()
+def bench(
+    model: str,
+    log: Annotated[Optional[Path], typer.Option(help="history log whose best records the tuned column uses")] = None,
+    target: TargetOpt = "avx2",
+    batch: Annotated[Optional[int], typer.Option(help="batch dimension of the example input")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch and TVM threads (default: physical cores)")] = None,
+    iters: Annotated[int, typer.Option(help="timed rounds, each calling every column once")] = 30,
+    warmup: Annotated[int, typer.Option(help="untimed calls per column before timing")] = 3,
+    untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only under 0.5 GFLOP)")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
+) -> None:
+    """Time MODEL in PyTorch eager, torch.compile (inductor) and tunebench untuned/tuned, interleaved."""
+    from .bench import run_bench, table, write_json
+
+    result = run_bench(
+        model,
+        log=log,
+        batch=batch,
+        threads=threads,
+        target=target,
+        iters=iters,
+        warmup=warmup,
+        untuned=untuned,
+        command="tunebench " + shlex.join(sys.argv[1:]),
+    )
+    out = console if console.is_terminal else Console(width=160)  # piped (make, logs): keep each row on one line
+    out.print(table(result))
+    if json_path:
+        write_json(result, json_path)
+        console.print(f"wrote {json_path}")
+
+
+@app.command()
+def plot(
+    log: Path,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write")] = Path("curve.png"),
+    eager_ms: Annotated[Optional[float], typer.Option(help="PyTorch eager latency to draw, ms")] = None,
+    bench_json: Annotated[Optional[Path], typer.Option(help="take the eager latency from a tunebench bench --json file")] = None,
+    model: Annotated[Optional[str], typer.Option(help="count the model's tasks, not just those the log has met")] = None,
+    target: TargetOpt = "avx2",
+) -> None:
+    """Plot LOG's tuning curve: estimated model latency against trials and wall time."""
+    from .plot import plot_log
+
+    curve = plot_log(log, out, eager_ms=eager_ms, bench_json=bench_json, model=model, target=target)
+    _, complete = curve.split()
+    if curve.latency_s[complete]:
+        est = f"estimate {curve.latency_s[complete][0] * 1e3:.2f} ms at trial {curve.first_complete}, {curve.latency_s[-1] * 1e3:.2f} ms now"
+    else:
+        est = f"no complete estimate yet: {curve.measured[-1]}/{curve.workloads} workloads measured (partial sum drawn dashed)"
+    console.print(f"{out}: {curve.workloads} workloads, {curve.total_trials} trials; {est}")
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True, highlight=False)
 
