@@ -29,7 +29,7 @@ def main() -> None:
     run(*tunebench, "plot", log, "-o", str(RESULTS / f"{MODEL}-{TARGET}-curve.png"), "--bench-json", bench_json, "--model", MODEL, "--target", TARGET)
     trials_per_minute = Path("benchmarks/trials_per_minute.py")
     if (ROOT / trials_per_minute).exists():
-        run(str(trials_per_minute))
+        run(str(trials_per_minute), "--json", str(RESULTS / "trials-per-minute.json"))
     else:
         print(f"skipped: {trials_per_minute} does not exist yet", flush=True)
 

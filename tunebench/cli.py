@@ -116,7 +116,7 @@ def bench(
     target: TargetOpt = "avx2",
     batch: Annotated[Optional[int], typer.Option(help="batch dimension of the example input")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch and TVM threads (default: physical cores)")] = None,
-    iters: Annotated[int, typer.Option(help="timed rounds, each calling every column once")] = 30,
+    iters: Annotated[int, typer.Option(help="timed rounds, one sample per column each (A B C A B C ...)")] = 30,
     warmup: Annotated[int, typer.Option(help="untimed calls per column before timing")] = 3,
     untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only under 0.5 GFLOP)")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
