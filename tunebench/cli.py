@@ -163,6 +163,63 @@ def plot(
     console.print(f"{out}: {curve.workloads} workloads, {curve.total_trials} trials; {est}")
 
 
+logs_app = typer.Typer(help="Show, merge and prune history logs: share tuning results across machines.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+LogsArg = Annotated[list[Path], typer.Argument(help="history logs (a directory means its *.jsonl files)")]
+
+
+@logs_app.command("show")
+def logs_show(
+    logs: LogsArg,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="also total this model's tasks (lowers it: seconds)")] = None,
+) -> None:
+    """Per workload: best latency, GFLOP/s, trials, target and machine; per model: estimated latency."""
+    from .logs import print_summary, summarize
+    from .records import log_files
+
+    for path in log_files(logs):
+        print_summary(summarize(path, model), console)
+
+
+@logs_app.command("merge")
+def logs_merge(
+    logs: LogsArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="merged log to write (atomically)")],
+    top: Annotated[Optional[int], typer.Option(help="keep the K fastest successful records per (workload, target)")] = None,
+) -> None:
+    """Union of logs from any machines, duplicates removed; same inputs, same bytes."""
+    from .logs import merge_logs, print_merge
+
+    print_merge(merge_logs(list(logs), out, top), out, console)
+
+
+@logs_app.command("prune")
+def logs_prune(
+    log: Annotated[Path, typer.Argument(help="history log to prune in place")],
+    top: Annotated[int, typer.Option(help="keep the K fastest successful records per (workload, target)")],
+) -> None:
+    """Keep the best K records per (workload, target), replacing LOG atomically (a crash leaves it whole)."""
+    from .logs import print_merge, prune_log
+
+    print_merge(prune_log(log, top), log, console)
+
+
+@app.command("apply")
+def apply_cmd(
+    model: str,
+    log: Annotated[Path, typer.Option(help="history log, or a directory of logs, whose best records are applied")],
+    target: TargetOpt = "avx2",
+    fallback: Annotated[str, typer.Option(help="untuned: subgraphs with untuned tasks run in PyTorch; never: all in TVM")] = "untuned",
+    runs: Annotated[int, typer.Option(help="interleaved timed runs of each")] = 20,
+) -> None:
+    """Compile MODEL with LOG's best records, check it against PyTorch eager and time both."""
+    from .api import apply_model
+
+    r = apply_model(model, log, target, fallback, runs)
+    console.print(f"{model}: {r.coverage}; {r.applied} record(s) applied; max abs error vs eager {r.max_abs_error:.2g}")
+    console.print(f"median latency: tunebench {r.tvm_ms:.2f} ms, eager {r.eager_ms:.2f} ms ({r.eager_ms / r.tvm_ms:.2f}x)")
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True, highlight=False)
 

@@ -8,12 +8,16 @@ same thing anywhere:
   workload, written once per log, found by ``key`` (MetaSchedule's structural hash).
 * ``{"type": "record", "v": 1, "key": ..., "trace": ..., "args_info": ..., "run_secs": [...] | null,
   "error": str | null, "target": {...}, "host": {...}, "tvm": ..., "time": ...}``: one measured
-  candidate, failed ones included (they count against the budget on resume).
+  candidate, failed ones included (they count against the budget on resume). A record timed on
+  an RPC server also has ``"measured_on": {"tracker", "key", "server", ...}``; ``host`` stays the
+  machine that ran the search and built the candidate (older logs without the field still read).
 
 Writing follows Optuna's journal storage: each batch is one ``write`` under an exclusive
 ``flock`` on an ``O_APPEND`` descriptor, then ``fsync``, so concurrent writers never interleave
-and a crash loses at most the batch in flight. Reading skips a torn last line and garbage lines
-with a warning, and refuses a log from a newer format version.
+and a crash loses at most the batch in flight. A writer that finds the file replaced under it
+(``logs prune`` renames a new file into place) reopens the path, so no batch lands in an unlinked
+file. Reading skips garbage lines with a warning, refuses a log from a newer format version, and
+treats an unterminated last line as a write still in flight (noted, not warned about).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class Record:
     host: dict[str, Any]
     tvm: str
     time: float = field(default_factory=time.time)
+    measured_on: dict[str, Any] | None = None  # the RPC server that timed it; None: timed on ``host``
 
     @property
     def ok(self) -> bool:
@@ -106,7 +111,7 @@ class Record:
         return statistics.fmean(self.run_secs) if self.ok else float("inf")  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj = {
             "type": "record",
             "v": FORMAT_VERSION,
             "key": self.key,
@@ -119,6 +124,9 @@ class Record:
             "tvm": self.tvm,
             "time": self.time,
         }
+        if self.measured_on is not None:  # local records keep the original shape, byte for byte
+            obj["measured_on"] = self.measured_on
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
@@ -132,6 +140,7 @@ class Record:
             host=obj["host"],
             tvm=obj["tvm"],
             time=obj["time"],
+            measured_on=obj.get("measured_on"),
         )
 
     def identity(self) -> str:
@@ -154,6 +163,7 @@ class HistoryLog:
     workloads: dict[str, WorkloadEntry] = field(default_factory=dict)
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)  # unterminated last lines: a writer is mid-batch (or crashed)
 
     def by_key(self) -> dict[str, list[Record]]:
         out: dict[str, list[Record]] = {}
@@ -181,6 +191,7 @@ class HistoryLog:
             self.workloads.setdefault(key, w)
         self.records.extend(other.records)
         self.problems.extend(other.problems)
+        self.in_flight.extend(other.in_flight)
 
 
 def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -216,7 +227,9 @@ def _read_one(path: Path) -> HistoryLog:
     except OSError as e:
         raise TunebenchError(f"cannot read log {str(path)!r}: {e.strerror}") from None
     lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n") and bool(lines[-1])
+    if lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # a batch still being written
+        log.in_flight.append(f"{path}:{len(lines)}: unterminated last line ignored (a write in flight, or cut off by a crash)")
+        lines[-1] = b""
     parsed = 0
     for lineno, raw in enumerate(lines, 1):
         if not raw.strip():
@@ -227,10 +240,7 @@ def _read_one(path: Path) -> HistoryLog:
                 raise ValueError("not an object")
             kind, version = obj["type"], obj["v"]
         except (ValueError, KeyError, TypeError):
-            if torn_tail and lineno == len(lines):
-                log.problems.append(f"{path}:{lineno}: torn last line skipped (a write was cut off)")
-            else:
-                log.problems.append(f"{path}:{lineno}: not a tunebench record, skipped")
+            log.problems.append(f"{path}:{lineno}: not a tunebench record, skipped")
             continue
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise TunebenchError(f"{path}:{lineno}: log format version {version} is newer than this tunebench reads ({FORMAT_VERSION}); upgrade tunebench")
@@ -245,20 +255,57 @@ def _read_one(path: Path) -> HistoryLog:
             parsed += 1
         except (KeyError, TypeError, ValueError):
             log.problems.append(f"{path}:{lineno}: malformed {kind!r} line skipped")
-    if parsed == 0 and lines != [b""]:
+    if parsed == 0 and any(line.strip() for line in lines):
         raise TunebenchError(f"{path} is not a tunebench history log (no valid line in it)")
+    foreign = sorted({r.tvm for r in log.records} - {tvm_version()})
+    if foreign:
+        n = sum(r.tvm in foreign for r in log.records)
+        log.problems.append(
+            f"{path}: {n} record(s) were measured with TVM {', '.join(foreign)} (this is TVM {tvm_version()}); they are kept, but their schedules may not apply"
+        )
     orphans = {r.key for r in log.records} - set(log.workloads)
     if orphans:
         log.problems.append(f"{path}: {len(orphans)} workload(s) referenced by records but never defined")
     return log
 
 
-@contextmanager
-def _locked_append(path: Path) -> Iterator[int]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def _complete(raw: bytes) -> bool:
+    """Whether a line is whole JSON: a cut-off prefix of a JSON object never is."""
     try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def tvm_version() -> str:
+    """The installed TVM's version, read from package metadata: reading a log must not import TVM."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("apache-tvm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@contextmanager
+def locked(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT) -> Iterator[int]:
+    """An exclusive ``flock`` on the file now at ``path``.
+
+    If the path was renamed over (by ``prune``) while we waited, the lock is on an unlinked file:
+    drop it and lock the new one, so an append after a prune never vanishes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, flags, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield fd
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -286,12 +333,15 @@ class LogWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._known: set[str] | None = None
+        self._inode = -1  # the file ``_known`` describes; a prune swaps it
 
     def append(self, records: list[Record], workloads: dict[str, WorkloadEntry]) -> None:
         """One locked, fsynced write for the batch: all of it reaches the disk, or (on a crash) a torn tail."""
-        with _locked_append(self.path) as fd:
-            if self._known is None or any(r.key not in self._known for r in records):
-                self._known = _keys_in_file(self.path)  # another writer may have added some
+        with locked(self.path) as fd:
+            inode = os.fstat(fd).st_ino
+            if self._known is None or inode != self._inode or any(r.key not in self._known for r in records):
+                self._known = _keys_in_file(self.path)  # another writer may have added some, a prune dropped some
+                self._inode = inode
             chunks: list[bytes] = []
             for r in records:
                 if r.key not in self._known:
@@ -312,20 +362,24 @@ def _write_all(fd: int, data: bytes) -> None:
 def write_log_atomic(path: str | os.PathLike[str], log: HistoryLog) -> None:
     """Replace ``path`` with ``log``: temp file, fsync, rename, so a crash leaves the old file whole.
 
-    Records are written in a deterministic order (workload key, then time) so the same input
-    gives the same bytes.
+    Records are written in a deterministic order (workload key, time, latency, then the record
+    itself) so the same records give the same bytes whatever order they were read in.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     used = {r.key for r in log.records}
     body = [_dump(log.workloads[k].to_json()) for k in sorted(used) if k in log.workloads]
-    body += [_dump(r.to_json()) for r in sorted(log.records, key=lambda r: (r.key, r.time, r.latency))]
-    with open(tmp, "wb") as f:
-        f.write(b"".join(body))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    body += [_dump(r.to_json()) for r in sorted(log.records, key=lambda r: (r.key, r.time, r.latency, r.identity()))]
+    try:
+        with open(tmp, "wb") as f:
+            f.write(b"".join(body))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the old file is untouched; leave no half-written copy beside it
+        raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

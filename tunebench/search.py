@@ -283,8 +283,8 @@ def _short_error(msg: Any) -> str | None:
 def _measure(builder: Any, runner: Any, target: Any, cands: list[Any], state: SearchState) -> tuple[list[Any], list[dict[str, Any] | None]]:
     """Build then run a batch; a failed build becomes a failed result for its candidate.
 
-    Also returns, per candidate, the RPC server that timed it (``FleetRunner`` futures know it;
-    None when it was timed here or never ran).
+    Also returns, per candidate, the RPC server that timed it (a ``FleetRunner`` notes it by
+    artifact path; None when it was timed here or never ran).
     """
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput, RunnerResult
@@ -296,9 +296,10 @@ def _measure(builder: Any, runner: Any, target: Any, cands: list[Any], state: Se
     futures = runner.run([RunnerInput(b.artifact_path, "cpu", cands[i].args_info) for i, b in to_run])
     results: list[Any] = [RunnerResult(None, b.error_msg) if b.error_msg is not None else None for b in built]
     measured_on: list[dict[str, Any] | None] = [None] * len(cands)
+    servers = getattr(runner, "measured_on", {})
     for (i, b), fut in zip(to_run, futures, strict=True):
         results[i] = fut.result()
-        measured_on[i] = getattr(fut, "measured_on", None)
+        measured_on[i] = servers.pop(b.artifact_path, None)
         shutil.rmtree(Path(b.artifact_path).parent, ignore_errors=True)
     state.clock("run", t)
     return results, measured_on

@@ -1,0 +1,254 @@
+"""Sharing history logs: summarize them, merge logs from many machines, prune one in place.
+
+A log is self-contained (workload lines + records, each record stamped with its target, host and
+TVM version), so sharing is set arithmetic on records: merge is a de-duplicated union that can
+keep only the best K per (workload, target); prune is the same on one file, swapped in atomically
+under the writers' lock. Both write sorted output, so the same records give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TunebenchError
+from .records import HistoryLog, Record, WorkloadEntry, locked, log_files, read_log, tvm_version, write_log_atomic
+from .target import MCPU_FLAGS, canonical, cpu_flags, preset_of
+
+
+def unusable_reason(record: Record) -> str:
+    """Why this machine cannot use ``record`` ('' if it can): ISA it lacks, or another TVM's schedule."""
+    if record.target.get("kind") != "llvm":
+        return f"target kind {record.target.get('kind')!r}"
+    flags = cpu_flags()
+    missing = [f for f in MCPU_FLAGS.get(str(record.target.get("mcpu", "")), ()) if flags and f not in flags]
+    if missing:
+        return f"CPU lacks {', '.join(missing)}"
+    if record.tvm != tvm_version():
+        return f"measured with TVM {record.tvm}"
+    return ""
+
+
+def measured_where(record: Record) -> str:
+    """The machine that timed the record: its RPC server if it went through a tracker, else its host."""
+    if record.measured_on:
+        m = record.measured_on
+        cpu = f" ({m['llvm_cpu']})" if m.get("llvm_cpu") else ""
+        return f"rpc {m.get('server', '?')} key {m.get('key', '?')}{cpu}"
+    return str(record.host.get("cpu", "?"))
+
+
+@dataclass
+class WorkloadRow:
+    """One workload under one target: what ``logs show`` prints per line."""
+
+    task: str
+    key: str
+    flop: float
+    weight: int
+    target: str  # preset name (avx2, avx512, or the mcpu)
+    trials: int
+    errors: int
+    best: Record | None
+    unusable: str  # '' when this machine can use the best record
+
+    @property
+    def latency(self) -> float:
+        return self.best.latency if self.best else math.inf
+
+    @property
+    def gflops(self) -> float:
+        return self.flop / self.latency / 1e9 if math.isfinite(self.latency) else 0.0
+
+
+@dataclass
+class ModelTotal:
+    """A model's estimated latency from a log: sum over its tasks of weight x best latency."""
+
+    model: str
+    target: str
+    tasks: int
+    covered: int
+    latency: float  # inf unless every task has a successful record
+    from_log: bool = False  # tasks are the log's own workloads, not a lowered model's
+
+    @property
+    def complete(self) -> bool:
+        return self.covered == self.tasks
+
+
+@dataclass
+class LogSummary:
+    path: Path
+    rows: list[WorkloadRow]
+    totals: list[ModelTotal]
+    problems: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+
+
+def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> LogSummary:
+    """Per (workload, target): trials and best record; per target: the tuned model's estimated latency.
+
+    The estimate uses the weights stored in the log's workload lines (the model it was tuned for).
+    ``models`` (zoo names or file.py:factory) are lowered and matched by workload key, which also
+    says which of their tasks the log does not cover; lowering costs seconds, so it is opt-in.
+    """
+    log = read_log(path, warn=False)
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in log.records:
+        groups.setdefault((r.key, canonical(r.target)), []).append(r)
+    rows = []
+    for (key, _), recs in groups.items():
+        w = log.workloads.get(key) or WorkloadEntry(key, "?", 0.0, "", 1)
+        ok = [r for r in recs if r.ok]
+        best = min(ok, key=lambda r: r.latency) if ok else None
+        rows.append(
+            WorkloadRow(w.task, key, w.flop, w.weight, preset_of(recs[0].target), len(recs), len(recs) - len(ok), best, unusable_reason(best) if best else "")
+        )
+    rows.sort(key=lambda row: (row.target, -row.weight * row.latency if math.isfinite(row.latency) else 0.0, row.task, row.key))
+    totals = [_log_total(Path(path).stem, target, [row for row in rows if row.target == target]) for target in sorted({row.target for row in rows})]
+    for model in models or []:
+        totals.extend(_model_totals(model, log))
+    return LogSummary(Path(path), rows, totals, log.problems, log.in_flight)
+
+
+def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
+    covered = [row for row in rows if row.best is not None]
+    latency = sum(row.weight * row.latency for row in covered) if len(covered) == len(rows) else math.inf
+    return ModelTotal(name, target, len(rows), len(covered), latency, from_log=True)
+
+
+def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
+    from .api import lower_model
+    from .target import resolve_target
+
+    out = []
+    for config in sorted({canonical(r.target) for r in log.records}):
+        spec = resolve_target(json.dumps(json.loads(config)), check=False)
+        try:
+            lowered = lower_model(model, spec)
+        except TunebenchError as e:  # e.g. a target this CPU cannot compile for
+            raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
+        best = HistoryLog(workloads=log.workloads, records=[r for r in log.records if canonical(r.target) == config]).best()
+        covered = [t for t in lowered.tasks if t.workload_key in best]
+        latency = sum(t.weight * best[t.workload_key].latency for t in covered) if len(covered) == len(lowered.tasks) else math.inf
+        out.append(ModelTotal(model, preset_of(json.loads(config)), len(lowered.tasks), len(covered), latency))
+    return out
+
+
+@dataclass
+class MergeResult:
+    inputs: int
+    read: int
+    duplicates: int
+    dropped: int  # beyond the best K, or failed when --top is given
+    written: int
+    problems: list[str]
+    in_flight: list[str]
+
+
+def _deduplicated(records: list[Record]) -> list[Record]:
+    """One record per identity; of two copies differing only in metadata, the smaller JSON wins (order-free)."""
+    unique: dict[str, tuple[str, Record]] = {}
+    for r in records:
+        dump = json.dumps(r.to_json(), sort_keys=True)
+        ident = r.identity()
+        if ident not in unique or dump < unique[ident][0]:
+            unique[ident] = (dump, r)
+    return [r for _, r in unique.values()]
+
+
+def best_k(records: list[Record], top: int) -> list[Record]:
+    """The ``top`` fastest successful records per (workload, target); ties broken by the record itself."""
+    if top < 1:
+        raise TunebenchError(f"--top must be at least 1, got {top}")
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.ok:
+            groups.setdefault((r.key, canonical(r.target)), []).append(r)
+    return [r for recs in groups.values() for r in sorted(recs, key=lambda r: (r.latency, r.identity()))[:top]]
+
+
+def _merged(log: HistoryLog, top: int | None) -> tuple[HistoryLog, int]:
+    unique = _deduplicated(log.records)
+    kept = best_k(unique, top) if top is not None else unique
+    return HistoryLog(workloads=log.workloads, records=kept), len(unique)
+
+
+def merge_logs(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], top: int | None = None) -> MergeResult:
+    """Union of ``paths`` into ``out`` (written atomically): duplicates removed, best ``top`` kept."""
+    files = log_files(paths)
+    if not files:
+        raise TunebenchError("no log to merge (a directory holds its *.jsonl files)")
+    log = HistoryLog()
+    for f in files:
+        part = read_log(f, warn=False)
+        for key, w in part.workloads.items():  # the same TIR from two models: pick one, independent of order
+            if key not in log.workloads or _order(w) < _order(log.workloads[key]):
+                log.workloads[key] = w
+        log.records.extend(part.records)
+        log.problems.extend(part.problems)
+        log.in_flight.extend(part.in_flight)
+    merged, unique = _merged(log, top)
+    write_log_atomic(out, merged)
+    return MergeResult(len(files), len(log.records), len(log.records) - unique, unique - len(merged.records), len(merged.records), log.problems, log.in_flight)
+
+
+def _order(w: WorkloadEntry) -> str:
+    return json.dumps(w.to_json(), sort_keys=True)
+
+
+def prune_log(path: str | os.PathLike[str], top: int) -> MergeResult:
+    """Keep the best ``top`` records per (workload, target) of ``path``, replacing it atomically.
+
+    Holds the writers' lock from read to rename, so a ``tune`` appending meanwhile waits and then
+    appends to the new file; a crash before the rename leaves the old file as it was.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TunebenchError(f"log {str(p)!r} does not exist")
+    with locked(p, os.O_RDWR):
+        log = read_log(p, warn=False)
+        pruned, unique = _merged(log, top)
+        write_log_atomic(p, pruned)
+    return MergeResult(1, len(log.records), len(log.records) - unique, unique - len(pruned.records), len(pruned.records), log.problems, log.in_flight)
+
+
+def print_summary(summary: LogSummary, console: Any) -> None:
+    """``logs show``'s table: slowest share of the model first, records this machine cannot use marked."""
+    from rich.table import Table
+
+    table = Table(title=f"{summary.path}: {len(summary.rows)} workload(s)")
+    for col in ("task", "key", "target", "x", "trials", "failed", "best µs", "GFLOP/s", "measured on", "usable here"):
+        table.add_column(col, justify="right" if col in ("x", "trials", "failed", "best µs", "GFLOP/s") else "left")
+    for row in summary.rows:
+        best = f"{row.latency * 1e6:.1f}" if row.best else "-"
+        gflops = f"{row.gflops:.1f}" if row.best else "-"
+        usable = "-" if row.best is None else (f"no: {row.unusable}" if row.unusable else "yes")
+        where = measured_where(row.best) if row.best else "-"
+        table.add_row(row.task, row.key[:10], row.target, str(row.weight), str(row.trials), str(row.errors), best, gflops, where, usable)
+    console.print(table)
+    for t in summary.totals:
+        est = f"{t.latency * 1e3:.3f} ms" if t.complete and math.isfinite(t.latency) else "n/a"
+        if t.from_log:
+            console.print(f"{t.model} on {t.target}: weight x best summed over the {t.tasks} workload(s) in the log: {est}")
+            console.print("  (a task never measured is not in the log: --model NAME totals a whole model)")
+        else:
+            console.print(f"model {t.model} on {t.target}: estimated latency {est}, {t.covered}/{t.tasks} of its tasks in the log")
+    for note in summary.problems + summary.in_flight:
+        console.print(f"note: {note}", markup=False, highlight=False)
+
+
+def print_merge(result: MergeResult, out: str | os.PathLike[str], console: Any) -> None:
+    console.print(
+        f"{out}: {result.written} record(s) written from {result.read} read in {result.inputs} log(s) "
+        f"({result.duplicates} duplicate(s), {result.dropped} beyond the best K or failed)",
+        markup=False,
+        highlight=False,
+    )
+    for note in result.problems + result.in_flight:
+        console.print(f"note: {note}", markup=False, highlight=False)
