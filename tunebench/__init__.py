@@ -19,6 +19,12 @@ _LAZY = {
     "tune": "tunebench.api",
     "read_log": "tunebench.records",
     "TunebenchError": "tunebench.errors",
+    "apply_history_best": "tunebench.context",
+    "apply": "tunebench.context",
+    "enable": "tunebench.context",
+    "disable": "tunebench.context",
+    "compile": "tunebench.backend",
+    "stats": "tunebench.cache",
 }
 
 

@@ -90,3 +90,48 @@ def tune(
         measure=measure,
         **kwargs,
     )
+
+
+@dataclass
+class ApplyReport:
+    """What ``tunebench apply`` prints: where subgraphs ran, records applied, error and latency."""
+
+    coverage: str
+    applied: int
+    max_abs_error: float
+    tvm_ms: float
+    eager_ms: float
+
+
+def apply_model(model: str, log: str | Path, target: str = "avx2", fallback: str = "untuned", runs: int = 20) -> ApplyReport:
+    """Compile a zoo model with ``log``'s best records, check it against eager, time both interleaved.
+
+    Interleaving (eager, tvm, eager, tvm...) exposes both to the same load on a shared machine;
+    medians ignore the odd preempted run. A wrong output is an error, not a line in a report.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from .backend import compile as compile_model
+    from .context import apply_history_best
+    from .errors import TunebenchError
+    from .zoo import get_model
+
+    module, inputs = get_model(model)
+    with apply_history_best(log, target, fallback=fallback), torch.no_grad():
+        compiled = compile_model(module, *inputs)
+        got, want = compiled(*inputs), module(*inputs)
+        error = float((got - want).abs().max())
+        if not torch.allclose(got, want, rtol=1e-3, atol=1e-3):
+            raise TunebenchError(f"{model}: compiled output differs from PyTorch eager (max abs error {error:.3g})")
+        times: dict[str, list[float]] = {"tvm": [], "eager": []}
+        for _ in range(runs):
+            for name, fn in (("eager", module), ("tvm", compiled)):
+                start = time.perf_counter()
+                fn(*inputs)
+                times[name].append(time.perf_counter() - start)
+    graph = compiled.last
+    assert graph is not None
+    return ApplyReport(graph.coverage(), len(graph.applied), error, statistics.median(times["tvm"]) * 1e3, statistics.median(times["eager"]) * 1e3)

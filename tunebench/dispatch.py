@@ -74,15 +74,18 @@ def _database(log: HistoryLog, best: dict[str, Record]) -> Any:
     return db
 
 
-def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None) -> tuple[Any, Coverage]:
-    """Rewrite each task's TIR with its best record's schedule; report coverage."""
+def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record] | None = None) -> tuple[Any, Coverage]:
+    """Rewrite each task's TIR with its best record's schedule; report coverage.
+
+    ``best`` (from ``best_records``) saves re-ranking, and re-warning, when many modules share a log.
+    """
     from tvm import relax
 
     tasks = extract_tasks(relax_mod, target)
     coverage = Coverage(tasks)
     if log is None or not log.records:
         return relax_mod, coverage
-    best = best_records(log, target)
+    best = best_records(log, target) if best is None else best
     coverage.applied = [t.workload_key for t in tasks if t.workload_key in best and t.workload_key in log.workloads]
     if not coverage.applied:
         return relax_mod, coverage

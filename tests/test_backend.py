@@ -1,0 +1,225 @@
+"""Serving: torch.compile backend, partitioning, compile cache, apply_history_best, foreign records.
+
+Inputs are tiny (untuned TVM kernels are naive); one small tuning run is shared by the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import tunebench
+from tunebench import backend, cache
+from tunebench.dispatch import ForeignRecordWarning, record_usable
+from tunebench.records import read_log
+from tunebench.target import MCPU_FLAGS, resolve_target
+from tunebench.zoo import get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "tests/fixtures/tiny.py") + ":tiny_conv"
+SMALL_INPUTS = {"bert_tiny": (1, 16)}
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with empty counters, no in-memory builds and its own disk cache."""
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    torch._dynamo.reset()
+    cache.CACHE.memory.clear()
+    cache.STATS.reset()
+    tunebench.disable()
+
+
+@pytest.fixture(scope="session")
+def tuned_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tunebench.measure import MeasureConfig
+
+    log = tmp_path_factory.mktemp("tuned") / "tiny.jsonl"
+    # a generous build timeout: this machine is shared, and timed-out builds leave no usable record
+    tunebench.tune(TINY, "avx2", log=log, trials=16, measure=MeasureConfig(workers=2, build_timeout=300))
+    tasks = {t.workload_key for t in tunebench.lower_model(TINY, "avx2").tasks}
+    assert set(read_log(log).best()) == tasks, "the tiny tuning run left a task without a successful record"
+    return log
+
+
+def tiny() -> tuple[torch.nn.Module, torch.Tensor]:
+    model, (x,) = get_model(TINY)
+    return model, x
+
+
+def small_input(name: str) -> torch.Tensor:
+    if name in SMALL_INPUTS:
+        return torch.randint(0, 1000, SMALL_INPUTS[name], dtype=torch.int64)
+    return torch.randn(1, 3, 32, 32)
+
+
+def check_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["resnet18", "bert_tiny", *(pytest.param(n, marks=pytest.mark.slow) for n in ("resnet34", "resnet50", "mobilenet_v2"))],
+)
+def test_zoo_model_matches_eager_in_tvm(name: str) -> None:
+    model, _ = get_model(name)
+    x = small_input(name)
+    compiled = torch.compile(model, backend="tunebench", options={"fallback": "never"})
+    with torch.no_grad():
+        got, want = compiled(x), model(x)
+    check_close(got, want)
+    assert cache.STATS.tvm_runs == 1 and cache.STATS.compiles == 1  # the whole model is one TVM subgraph
+
+
+class WithErfcx(torch.nn.Module):
+    """special_erfcx has no Relax converter: the convs around it must still go to TVM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv2(torch.special.erfcx(self.conv1(x))))
+
+
+def test_unsupported_op_stays_in_pytorch() -> None:
+    assert "special_erfcx.default" not in backend.relax_convertible_ops()
+    model, x = WithErfcx().eval(), torch.randn(1, 3, 12, 12)
+    with pytest.raises(tunebench.TunebenchError, match="special_erfcx"):  # the whole-model path really cannot lower it
+        tunebench.lower_model(model, "avx2", example_inputs=(x,))
+    compiled = tunebench.compile(model, x, fallback="never")
+    check_close(compiled(x), model(x))
+    graph = compiled.last
+    assert [s.runner for s in graph.subgraphs] == ["tvm", "tvm"]
+    pytorch_ops = [str(n.target) for n in graph.module.graph.nodes if n.op == "call_function"]
+    assert "aten.special_erfcx.default" in pytorch_ops
+    assert cache.STATS.tvm_runs == 2  # compile() builds without running; one call ran both TVM subgraphs
+
+
+def test_untuned_subgraphs_run_in_pytorch_by_default() -> None:
+    model, x = tiny()
+    with pytest.warns(backend.UntunedFallbackWarning, match="0/2 of their tasks"):
+        got = torch.compile(model, backend="tunebench")(x)
+    check_close(got, model(x))
+    assert cache.STATS.tvm_runs == 0
+
+
+def test_unknown_option_is_an_error() -> None:
+    model, x = tiny()
+    with pytest.raises(Exception, match=r"unknown tunebench option.*'fallbak'"):
+        torch.compile(model, backend="tunebench", options={"fallbak": "never"})(x)
+
+
+def test_shape_cache_compiles_once_per_shape() -> None:
+    model, x = tiny()
+    compiled = torch.compile(model, backend="tunebench", options={"fallback": "never", "num_threads": 1})
+    with torch.no_grad():
+        compiled(x)
+        compiled(x)
+        assert (cache.STATS.compiles, cache.STATS.tvm_runs) == (1, 2)
+        x2 = torch.randn(2, 3, 8, 8)
+        check_close(compiled(x2), model(x2))
+        assert cache.STATS.compiles == 2
+        check_close(compiled(x), model(x))
+        assert cache.STATS.compiles == 2 and cache.STATS.tvm_runs == 4
+    import tvm
+
+    assert tvm.runtime.num_threads() == 1  # the num_threads option sized TVM's pool
+
+
+CHILD = """
+import json, sys, torch
+sys.path.insert(0, {fixtures!r})
+from tiny import tiny_conv
+model, (x,) = tiny_conv()
+with torch.no_grad():
+    out = torch.compile(model, backend="tunebench", options={{"fallback": "never"}})(x)  # entry point: no tunebench import
+from tunebench.cache import STATS
+print(json.dumps({{"compiles": STATS.compiles, "disk_hits": STATS.disk_hits, "tvm_runs": STATS.tvm_runs, "out": out.flatten().tolist()}}))
+"""
+
+
+def run_child(cache_dir: Path) -> dict:
+    code = CHILD.format(fixtures=str(ROOT / "tests/fixtures"))
+    env = {**os.environ, "TUNEBENCH_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_loads_from_disk_cache(tmp_path: Path) -> None:
+    model, x = tiny()
+    with torch.no_grad():
+        want = torch.compile(model, backend="tunebench", options={"fallback": "never", "cache_dir": str(tmp_path / "c")})(x)
+    assert cache.STATS.compiles == 1 and list((tmp_path / "c").glob("*.so"))
+    child = run_child(tmp_path / "c")
+    assert (child["compiles"], child["disk_hits"], child["tvm_runs"]) == (0, 1, 1)
+    assert child["out"] == want.flatten().tolist()
+
+
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    model, x = tiny()
+    options = {"fallback": "never", "cache_dir": str(tmp_path / "c")}
+    with torch.no_grad():
+        torch.compile(model, backend="tunebench", options=options)(x)
+        for so in (tmp_path / "c").glob("*.so"):
+            so.write_bytes(b"not a library")
+        torch._dynamo.reset()
+        cache.CACHE.memory.clear()
+        with pytest.warns(cache.CacheWarning, match="unusable"):
+            got = torch.compile(model, backend="tunebench", options=options)(x)
+    check_close(got, model(x))
+    assert cache.STATS.compiles == 2 and cache.STATS.disk_hits == 0
+
+
+def test_tuned_records_are_applied(tuned_log: Path) -> None:
+    model, x = tiny()
+    best = set(read_log(tuned_log).best())
+    assert best
+    with tunebench.apply_history_best(tuned_log) as cfg:
+        assert set(cfg.best) == best
+        compiled = tunebench.compile(model, x)  # default policy: runs in TVM only because every task is tuned
+        check_close(compiled(x), model(x))
+        assert [s.runner for s in compiled.last.subgraphs] == ["tvm"]
+        assert set(compiled.last.applied) == best
+        with torch.no_grad():
+            check_close(torch.compile(model, backend="tunebench")(x), model(x))
+    assert cache.STATS.tvm_runs == 2  # the dynamo graph ran in TVM too: under the default policy, proof all its tasks got records
+
+
+def test_enable_sets_records_for_the_script(tuned_log: Path) -> None:
+    model, x = tiny()
+    tunebench.enable(logs=tuned_log, opt_level=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", backend.UntunedFallbackWarning)
+        assert tunebench.compile(model, x).last.applied
+
+
+def test_foreign_isa_records_are_skipped(tuned_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    avx2_host = frozenset(MCPU_FLAGS["core-avx2"])
+    lines = []
+    for line in tuned_log.read_text().splitlines():
+        obj = json.loads(line)
+        if obj["type"] == "record":
+            obj["target"]["mcpu"] = "skylake-avx512"
+        lines.append(json.dumps(obj))
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text("\n".join(lines) + "\n")
+    record = read_log(foreign).records[0]
+    assert not record_usable(record, resolve_target("avx512", check=False), host_flags=avx2_host)  # the host lacks AVX-512
+    monkeypatch.setattr("tunebench.dispatch.cpu_flags", lambda: avx2_host)
+
+    model, x = tiny()
+    with pytest.warns(ForeignRecordWarning, match="skylake-avx512"), tunebench.apply_history_best(foreign) as cfg:
+        assert cfg.best == {}
+        compiled = tunebench.compile(model, x, fallback="never")
+        assert compiled.last.applied == [] and compiled.last.subgraphs[0].runner == "tvm"
+        check_close(compiled(x), model(x))

@@ -1,0 +1,328 @@
+"""Serving: the ``tunebench`` torch.compile backend and ``tunebench.compile`` (ahead of time).
+
+As torch_tvm did, a captured graph is split: operators the Relax torch frontend converts form
+TVM subgraphs, everything else stays in PyTorch, so a model with one unsupported op still runs.
+Support is read from the frontend's own converter map, never from a hand-written list.
+
+Each distinct call signature (input shapes and dtypes, plus the active ``ServingConfig``) gets
+its own specialized graph: traced to core ATen with ``make_fx``, partitioned with torch.fx's
+``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache. Parameters and
+buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
+tune``); this is an inference backend, and later weight updates are not seen.
+
+Never slower by surprise: by default a subgraph with a task lacking a tuning record runs in
+PyTorch (untuned TVM kernels are naive), with one warning giving the coverage;
+``fallback="never"`` runs it in TVM anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .cache import CACHE, STATS, Entry
+from .context import ServingConfig, current, make_config
+from .errors import TunebenchError
+
+OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level")
+# dtypes the Relax frontend and the LLVM CPU codegen handle for every supported op
+_DTYPES = frozenset({torch.float32, torch.float16, torch.int64, torch.int32, torch.bool})
+
+
+class UntunedFallbackWarning(UserWarning):
+    """Subgraphs kept in PyTorch because some of their tasks have no tuning record."""
+
+
+class LoweringFallbackWarning(UserWarning):
+    """A subgraph TVM failed to lower or build; it runs in PyTorch instead."""
+
+
+@functools.cache
+def relax_convertible_ops() -> frozenset[str]:
+    """ATen overload names (``convolution.default``...) the exported-program importer converts."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    return frozenset(ExportedProgramImporter().create_convert_map())
+
+
+def _tensors(value: Any) -> list[Any] | None:
+    """The tensors a node produces, or None if it produces anything else (SymInt, None...)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return list(value)
+    return None
+
+
+def _operator_support() -> Any:
+    from torch.fx.passes.operator_support import OperatorSupportBase
+
+    class RelaxSupport(OperatorSupportBase):
+        """A node goes to TVM if the Relax frontend converts its op and its tensors have plain dtypes."""
+
+        def is_node_supported(self, submodules: Any, node: torch.fx.Node) -> bool:
+            if node.op != "call_function" or getattr(node.target, "__name__", None) not in relax_convertible_ops():
+                return False
+            produced = _tensors(node.meta.get("val"))
+            consumed = [a.meta.get("val") for a in node.all_input_nodes]
+            return produced is not None and all(t.dtype in _DTYPES for t in produced + [v for v in consumed if isinstance(v, torch.Tensor)])
+
+    return RelaxSupport()
+
+
+@dataclass
+class SubgraphInfo:
+    """Where one partition runs and which tuning records it got."""
+
+    name: str
+    runner: str  # "tvm" or "pytorch"
+    tasks: int
+    applied: list[str] = field(default_factory=list)  # workload keys with a record applied
+    reason: str = ""
+
+
+@dataclass
+class CompiledGraph:
+    """A graph specialized for one call signature: the partitioned module and its subgraphs."""
+
+    module: torch.fx.GraphModule
+    subgraphs: list[SubgraphInfo]
+
+    @property
+    def applied(self) -> list[str]:
+        return [k for s in self.subgraphs for k in s.applied if s.runner == "tvm"]
+
+    def coverage(self) -> str:
+        tvm = [s for s in self.subgraphs if s.runner == "tvm"]
+        tasks = sum(s.tasks for s in self.subgraphs)
+        return f"{len(tvm)}/{len(self.subgraphs)} subgraphs in TVM, {sum(len(s.applied) for s in self.subgraphs)}/{tasks} tasks tuned"
+
+
+_threads = [0]
+
+
+def _set_threads(n: int) -> None:
+    """Size TVM's thread pool (only when it changes: reconfiguring restarts the workers)."""
+    import tvm_ffi
+
+    if n != _threads[0]:
+        tvm_ffi.get_global_func("runtime.config_threadpool")(1, n)
+        _threads[0] = n
+
+
+class TvmSubgraph(torch.nn.Module):
+    """Stands in for a partition: calls the Relax VM on the non-constant inputs, by DLPack."""
+
+    def __init__(self, module: Any, dynamic: list[int], tuple_out: bool, num_threads: int | None) -> None:
+        import tvm
+        from tvm import relax
+
+        super().__init__()
+        self._vm = relax.VirtualMachine(module, tvm.cpu())
+        self._main = self._vm["main"]
+        self.dynamic, self.tuple_out, self.num_threads = dynamic, tuple_out, num_threads
+
+    def forward(self, *args: Any) -> Any:
+        import tvm
+
+        from .dispatch import _to_torch
+
+        _set_threads(self.num_threads or torch.get_num_threads())
+        STATS.tvm_runs += 1
+        out = _to_torch(self._main(*[tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]), torch)
+        return (out,) if self.tuple_out and not isinstance(out, tuple) else out
+
+
+class _Positional(torch.nn.Module):
+    """Wraps a graph module so torch.export sees plain positional inputs (its params included)."""
+
+    def __init__(self, gm: torch.nn.Module) -> None:
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, *args: Any) -> Any:
+        return self.gm(*args)
+
+
+class _Bound(torch.nn.Module):
+    """A partition with its constant inputs held as buffers, so export binds them as weights."""
+
+    def __init__(self, sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], arity: int) -> None:
+        super().__init__()
+        self.sub, self.arity = sub, arity
+        for j, t in bound.items():
+            self.register_buffer(f"c{j}", t.detach())
+
+    def forward(self, *dynamic: Any) -> Any:
+        it = iter(dynamic)
+        return self.sub(*[getattr(self, f"c{j}") if hasattr(self, f"c{j}") else next(it) for j in range(self.arity)])
+
+
+def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
+    """Graph code, weights (by content), input shapes/dtypes, target, records and versions."""
+    import tvm
+
+    h = hashlib.sha256(sub.code.encode())
+    for j in sorted(bound):
+        t = bound[j].detach()
+        h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().data)
+    h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
+    h.update(f"|{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{tvm.__version__}|{torch.__version__}".encode())
+    return h.hexdigest()
+
+
+def _lower_and_build(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> Entry:
+    import tvm
+
+    from . import frontend
+    from .dispatch import apply_records, build
+
+    arity = len([n for n in sub.graph.nodes if n.op == "placeholder"])
+    mod = frontend.optimize(frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples))), cfg.target)
+    scheduled, coverage = apply_records(mod, cfg.target, cfg.log, cfg.best)
+    if coverage.missing and cfg.fallback == "untuned":
+        return Entry("pytorch", len(coverage.tasks), coverage.applied)
+    try:
+        with tvm.transform.PassContext(opt_level=cfg.opt_level):
+            executable = build(scheduled, cfg.target)
+    except Exception as e:  # a TVM build error on a lowered subgraph: that subgraph stays in PyTorch
+        raise TunebenchError(f"TVM cannot build it: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+    return Entry("tvm", len(coverage.tasks), coverage.applied, executable)
+
+
+class GraphDispatcher:
+    """The callable the backend returns: one ``CompiledGraph`` per call signature and config."""
+
+    def __init__(self, gm: torch.nn.Module, static: frozenset[int], options: dict[str, Any]) -> None:
+        self.gm, self.static, self.options = gm, static, options
+        self.graphs: dict[tuple[Any, ...], CompiledGraph] = {}
+        self._configs: dict[int, ServingConfig] = {}
+        self.last: CompiledGraph | None = None
+
+    def config(self, base: ServingConfig) -> ServingConfig:
+        """``base`` (the active block or ``enable``) overridden by this compile's options."""
+        if not self.options:
+            return base
+        if base.token not in self._configs:
+            o = self.options
+            self._configs[base.token] = make_config(
+                o.get("logs", base.log),
+                o.get("target", base.target),
+                opt_level=o.get("opt_level", base.opt_level),
+                fallback=o.get("fallback", base.fallback),
+                cache_dir=o.get("cache_dir", base.cache_dir),
+                num_threads=o.get("num_threads", base.num_threads),
+            )
+        return self._configs[base.token]
+
+    def prepare(self, *args: Any) -> CompiledGraph:
+        """The graph for these inputs' signature under the active config, built on first sight."""
+        base = current()
+        key = (base.token, *((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for i, a in enumerate(args) if i not in self.static))
+        graph = self.graphs.get(key)
+        if graph is None:
+            graph = self.graphs[key] = self._build(args, self.config(base))
+        self.last = graph
+        return graph
+
+    def __call__(self, *args: Any) -> Any:
+        return self.prepare(*args).module(*args)
+
+    def _build(self, args: tuple[Any, ...], cfg: ServingConfig) -> CompiledGraph:
+        from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+
+        from .frontend import export
+
+        # torch.export + core ATen decompositions, as ``tunebench tune`` lowers: equal ops give
+        # equal TIR workloads, so the records tuned on the whole model match these subgraphs.
+        aten = export(_Positional(self.gm), args).run_decompositions().module()
+        placeholders = [n.name for n in aten.graph.nodes if n.op == "placeholder"]
+        static = {placeholders[i]: args[i] for i in self.static}
+        fused = CapabilityBasedPartitioner(aten, _operator_support(), allows_single_node_partition=True).partition_and_fuse(prefix="tvm_")
+        subgraphs = []
+        for node in list(fused.graph.nodes):
+            if node.op == "call_module" and node.target.startswith("tvm_"):
+                subgraphs.append(self._compile_partition(fused, node, static, cfg))
+        fused.recompile()
+        untuned = [s for s in subgraphs if s.runner == "pytorch" and not s.reason]
+        if untuned:
+            tasks, applied = sum(s.tasks for s in untuned), sum(len(s.applied) for s in untuned)
+            warnings.warn(
+                f"tunebench: {len(untuned)} of {len(subgraphs)} TVM subgraph(s) run in PyTorch: {applied}/{tasks} of their tasks have tuning records "
+                f"for {cfg.target.name} (untuned TVM kernels are far slower). Tune the model, or pass options={{'fallback': 'never'}} to run them in TVM.",
+                UntunedFallbackWarning,
+                stacklevel=3,
+            )
+        return CompiledGraph(fused, subgraphs)
+
+    def _compile_partition(self, fused: torch.fx.GraphModule, node: torch.fx.Node, static: dict[str, Any], cfg: ServingConfig) -> SubgraphInfo:
+        sub = fused.get_submodule(node.target)
+        bound: dict[int, torch.Tensor] = {}
+        dynamic: list[int] = []
+        for j, a in enumerate(node.args):
+            if a.op == "get_attr":
+                bound[j] = functools.reduce(getattr, a.target.split("."), fused)
+            elif a.op == "placeholder" and a.name in static:
+                bound[j] = static[a.name]
+            else:
+                dynamic.append(j)
+        examples = [torch.zeros(node.args[j].meta["val"].shape, dtype=node.args[j].meta["val"].dtype) for j in dynamic]
+        key = _cache_key(sub, bound, examples, cfg)
+        try:
+            entry = CACHE.get(key, cfg.cache_dir, lambda: _lower_and_build(sub, bound, examples, cfg))
+        except TunebenchError as e:
+            warnings.warn(f"tunebench: subgraph {node.target} runs in PyTorch: {e}", LoweringFallbackWarning, stacklevel=4)
+            return SubgraphInfo(node.target, "pytorch", 0, reason=str(e))
+        if entry.runner == "tvm":
+            output = next(n for n in sub.graph.nodes if n.op == "output").args[0]
+            setattr(fused, node.target, TvmSubgraph(entry.module, dynamic, isinstance(output, (tuple, list)), cfg.num_threads))
+        return SubgraphInfo(node.target, entry.runner, entry.tasks, entry.applied)
+
+
+def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Reject unknown options (a typo must not silently compile with defaults); read logs once."""
+    from .records import read_log
+
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise TunebenchError(f"unknown tunebench option(s) {', '.join(map(repr, unknown))}; known options: {', '.join(OPTIONS)}")
+    if "logs" in opts:
+        opts["logs"] = read_log(opts["logs"])
+    return opts
+
+
+def tunebench_backend(
+    gm: torch.fx.GraphModule, example_inputs: list[Any], options: dict[str, Any] | None = None, mode: str | None = None
+) -> Callable[..., Any]:
+    """torch.compile backend (``backend="tunebench"``, registered by entry point).
+
+    ``options``: ``target`` (avx2, avx512, native, JSON), ``logs`` (file, dir or list),
+    ``cache_dir``, ``fallback`` ("untuned" or "never"), ``num_threads``, ``opt_level``;
+    each overrides the active ``apply_history_best`` block or ``enable`` setting.
+    """
+    if mode is not None:
+        raise TunebenchError(f"the tunebench backend has no compile modes (got mode={mode!r}); pass settings with options={{...}}")
+    opts = _check_options(options)
+    # Dynamo lifts parameters and buffers to graph inputs and tags them as static.
+    static = frozenset(i for i, x in enumerate(example_inputs) if isinstance(x, torch.nn.Parameter) or getattr(x, "_dynamo_static_input_type", None))
+    dispatcher = GraphDispatcher(gm, static, opts)
+    dispatcher.config(current())  # bad option values fail now, not on the first call
+    return dispatcher
+
+
+def compile(model: torch.nn.Module, *example_inputs: Any, **options: Any) -> GraphDispatcher:
+    """Ahead of time: torch.export ``model``, partition and build for ``example_inputs`` now (no dynamo).
+
+    Returns a callable; ``.last.subgraphs`` says where each partition runs and which records it got.
+    """
+    dispatcher = GraphDispatcher(model, frozenset(), _check_options(options))  # its build step torch.exports the model
+    dispatcher.prepare(*example_inputs)
+    return dispatcher

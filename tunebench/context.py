@@ -1,0 +1,128 @@
+"""Which tuning records serving uses: ``apply_history_best`` blocks and a script-wide ``enable``.
+
+The role ``autotvm.apply_history_best`` and ``torch_tvm.enable()`` played: compilation reads the
+active ``ServingConfig`` when it happens, not when ``torch.compile`` was called, so a model
+compiled lazily on its first call inside the block uses the block's records. Configs live in a
+``ContextVar`` so threads and asyncio tasks each see their own block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TunebenchError
+
+FALLBACKS = ("untuned", "never")
+LogPaths = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+_tokens = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Records, target and build settings for every compilation while the config is active.
+
+    ``fallback="untuned"`` runs in PyTorch any subgraph with a task lacking a record (untuned TVM
+    kernels are tens of times slower than PyTorch); ``"never"`` runs every lowerable subgraph in TVM.
+    ``best`` holds only records usable on this target and host; ``fingerprint`` hashes them for
+    compile-cache keys, and ``token`` identifies the config cheaply in per-call keys.
+    """
+
+    target: Any  # TargetSpec
+    log: Any = None  # HistoryLog | None
+    best: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    opt_level: int = 3
+    fallback: str = "untuned"
+    cache_dir: Path | None = None
+    num_threads: int | None = None
+    token: int = field(default_factory=lambda: next(_tokens))
+
+
+def make_config(
+    logs: LogPaths | Any | None = None,
+    target: Any = "avx2",
+    *,
+    opt_level: int = 3,
+    fallback: str = "untuned",
+    cache_dir: str | os.PathLike[str] | None = None,
+    num_threads: int | None = None,
+) -> ServingConfig:
+    """Validate settings and read the logs (or take a ``HistoryLog``) once.
+
+    Records for another CPU model, or an ISA this host lacks, are dropped here with a
+    ``ForeignRecordWarning``: applying them could end in an illegal instruction.
+    """
+    from .dispatch import best_records
+    from .records import HistoryLog, read_log
+    from .target import resolve_target
+
+    if fallback not in FALLBACKS:
+        raise TunebenchError(f"fallback {fallback!r} is not one of: {', '.join(FALLBACKS)}")
+    if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
+        raise TunebenchError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise TunebenchError(f"num_threads must be a positive integer, got {num_threads!r}")
+    spec = resolve_target(target)
+    log = logs if isinstance(logs, HistoryLog) or logs is None else read_log(logs)
+    best = best_records(log, spec) if log is not None and log.records else {}
+    ids = sorted(r.identity() for r in best.values())
+    return ServingConfig(
+        target=spec,
+        log=log,
+        best=best,
+        fingerprint=hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        opt_level=opt_level,
+        fallback=fallback,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        num_threads=num_threads,
+    )
+
+
+_default: ServingConfig | None = None
+_active: ContextVar[ServingConfig | None] = ContextVar("tunebench_serving_config", default=None)
+
+
+def current() -> ServingConfig:
+    """The innermost ``apply_history_best`` block's config, else ``enable``'s, else no records."""
+    global _default
+    cfg = _active.get()
+    if cfg is not None:
+        return cfg
+    if _default is None:
+        _default = make_config()
+    return _default
+
+
+@contextmanager
+def apply_history_best(logs: LogPaths, target: Any = "avx2", **settings: Any) -> Iterator[ServingConfig]:
+    """Compile with the best record per workload from ``logs`` (file, directory or list) inside the block."""
+    token = _active.set(make_config(logs, target, **settings))
+    try:
+        yield _active.get()  # type: ignore[misc]
+    finally:
+        _active.reset(token)
+
+
+apply = apply_history_best
+
+
+def enable(logs: LogPaths | None = None, target: Any = "avx2", **settings: Any) -> ServingConfig:
+    """Set the records and settings for the rest of the script (``torch_tvm.enable()`` style)."""
+    global _default
+    _default = make_config(logs, target, **settings)
+    return _default
+
+
+def disable() -> None:
+    """Forget what ``enable`` set: compilation goes back to no records and default settings."""
+    global _default
+    _default = None
