@@ -19,14 +19,21 @@ from .target import TargetSpec
 
 def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
     """torch.export the model, turning capture failures into one-line errors naming the construct."""
+    import logging
+
     import torch
 
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # export failures also log graph dumps; the error line says it
     try:
         with torch.no_grad():
             return torch.export.export(model.eval(), tuple(example_inputs))
     except Exception as e:  # torch raises many types here (Unsupported, UserError, RuntimeError...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TunebenchError(f"torch.export cannot capture the model: {type(e).__name__}: {first}") from e
+    finally:
+        torch_log.setLevel(level)
 
 
 def to_relax(exported: Any) -> Any:

@@ -87,7 +87,6 @@ class LogSummary:
     rows: list[WorkloadRow]
     totals: list[ModelTotal]
     problems: list[str] = field(default_factory=list)
-    in_flight: list[str] = field(default_factory=list)
 
 
 def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> LogSummary:
@@ -113,7 +112,7 @@ def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> 
     totals = [_log_total(Path(path).stem, target, [row for row in rows if row.target == target]) for target in sorted({row.target for row in rows})]
     for model in models or []:
         totals.extend(_model_totals(model, log))
-    return LogSummary(Path(path), rows, totals, log.problems, log.in_flight)
+    return LogSummary(Path(path), rows, totals, log.problems)
 
 
 def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
@@ -148,7 +147,6 @@ class MergeResult:
     dropped: int  # beyond the best K, or failed when --top is given
     written: int
     problems: list[str]
-    in_flight: list[str]
 
 
 def _deduplicated(records: list[Record]) -> list[Record]:
@@ -192,10 +190,9 @@ def merge_logs(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str],
                 log.workloads[key] = w
         log.records.extend(part.records)
         log.problems.extend(part.problems)
-        log.in_flight.extend(part.in_flight)
     merged, unique = _merged(log, top)
     write_log_atomic(out, merged)
-    return MergeResult(len(files), len(log.records), len(log.records) - unique, unique - len(merged.records), len(merged.records), log.problems, log.in_flight)
+    return MergeResult(len(files), len(log.records), len(log.records) - unique, unique - len(merged.records), len(merged.records), log.problems)
 
 
 def _order(w: WorkloadEntry) -> str:
@@ -215,7 +212,7 @@ def prune_log(path: str | os.PathLike[str], top: int) -> MergeResult:
         log = read_log(p, warn=False)
         pruned, unique = _merged(log, top)
         write_log_atomic(p, pruned)
-    return MergeResult(1, len(log.records), len(log.records) - unique, unique - len(pruned.records), len(pruned.records), log.problems, log.in_flight)
+    return MergeResult(1, len(log.records), len(log.records) - unique, unique - len(pruned.records), len(pruned.records), log.problems)
 
 
 def print_summary(summary: LogSummary, console: Any) -> None:
@@ -239,7 +236,7 @@ def print_summary(summary: LogSummary, console: Any) -> None:
             console.print("  (a task never measured is not in the log: --model NAME totals a whole model)")
         else:
             console.print(f"model {t.model} on {t.target}: estimated latency {est}, {t.covered}/{t.tasks} of its tasks in the log")
-    for note in summary.problems + summary.in_flight:
+    for note in summary.problems:
         console.print(f"note: {note}", markup=False, highlight=False)
 
 
@@ -250,5 +247,5 @@ def print_merge(result: MergeResult, out: str | os.PathLike[str], console: Any) 
         markup=False,
         highlight=False,
     )
-    for note in result.problems + result.in_flight:
+    for note in result.problems:
         console.print(f"note: {note}", markup=False, highlight=False)

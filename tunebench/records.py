@@ -163,7 +163,6 @@ class HistoryLog:
     workloads: dict[str, WorkloadEntry] = field(default_factory=dict)
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    in_flight: list[str] = field(default_factory=list)  # unterminated last lines: a writer is mid-batch (or crashed)
 
     def by_key(self) -> dict[str, list[Record]]:
         out: dict[str, list[Record]] = {}
@@ -191,7 +190,6 @@ class HistoryLog:
             self.workloads.setdefault(key, w)
         self.records.extend(other.records)
         self.problems.extend(other.problems)
-        self.in_flight.extend(other.in_flight)
 
 
 def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -223,12 +221,14 @@ def read_log(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], w
 def _read_one(path: Path) -> HistoryLog:
     log = HistoryLog()
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # writers hold LOCK_EX per batch: never read half of one
+            data = f.read()
     except OSError as e:
         raise TunebenchError(f"cannot read log {str(path)!r}: {e.strerror}") from None
     lines = data.split(b"\n")
-    if lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # a batch still being written
-        log.in_flight.append(f"{path}:{len(lines)}: unterminated last line ignored (a write in flight, or cut off by a crash)")
+    if lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # read under the lock: only a crash leaves this
+        log.problems.append(f"{path}:{len(lines)}: torn last line skipped (a write was cut off by a crash)")
         lines[-1] = b""
     parsed = 0
     for lineno, raw in enumerate(lines, 1):
@@ -349,8 +349,16 @@ class LogWriter:
                     self._known.add(r.key)
                 chunks.append(_dump(r.to_json()))
             if chunks:
+                if _ends_torn(fd):  # a killed writer's partial line must not swallow our first line
+                    chunks.insert(0, b"\n")
                 _write_all(fd, b"".join(chunks))
                 os.fsync(fd)
+
+
+def _ends_torn(fd: int) -> bool:
+    """True if the file's last byte is not a newline (a writer died mid-line)."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -16,6 +16,7 @@ runner) one batch at a time, so that
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -158,6 +159,9 @@ def tune_tasks(
         return state
 
     batch = int(min(MAX_BATCH, max(MIN_BATCH, budget // max(1, len(active)))))
+    # TVM's thread pool defaults to half the hardware threads (1 on a 2-vCPU VM): candidates must be
+    # timed with the threads the target is tuned for. Measurement workers inherit this at spawn.
+    os.environ["TVM_NUM_THREADS"] = str(target.num_cores)
     database = ms.database.MemoryDatabase()
     workloads = {t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1], t.weight) for t in tasks}
     ms_workloads = {t.workload_key: database.commit_workload(t.mod) for t in tasks}
@@ -169,7 +173,7 @@ def tune_tasks(
             mod=s.task.mod,
             target=tvm_target,
             space_generator="post-order-apply",
-            search_strategy="evolutionary" if tuner == "xgb" else "replay-trace",
+            search_strategy=_strategy(tuner, int(min(per_task - s.trials, budget))),
             task_name=s.task.name,
             num_threads=target.num_cores,
             rand_state=seed + states.index(s),
@@ -252,6 +256,16 @@ def tune_tasks(
                 s.ctx.post_tuning()
     reporter("finish", state)
     return state
+
+
+def _strategy(tuner: str, max_trials: int) -> Any:
+    """Evolutionary search for ``xgb`` (population scaled down for small budgets: evolving 512
+    candidates to measure 8 wastes most of a test's time), random sampling for ``random``."""
+    from tvm.s_tir.meta_schedule.search_strategy import EvolutionarySearch, ReplayTrace
+
+    if tuner == "random":
+        return ReplayTrace()
+    return EvolutionarySearch(population_size=int(min(512, max(64, 8 * max_trials))))
 
 
 def _seed_from_log(s: TaskState, prior: list[rec.Record], workload: Any, database: Any, cost_model: Any) -> None:

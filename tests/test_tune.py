@@ -1,0 +1,157 @@
+"""Issue 3: resumable search, the history log's records, torn/garbage lines, signals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tunebench import api, records
+from tunebench.errors import TunebenchError
+from tunebench.measure import MeasureConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "tests/fixtures/tiny.py:tiny_conv"
+# Generous timeouts: on a loaded 2-core machine a fresh build worker alone can take 30 s to import TVM.
+PATIENT = MeasureConfig(build_timeout=300, run_timeout=60)
+RECORD_FIELDS = {"type", "v", "key", "trace", "args_info", "run_secs", "error", "target", "host", "tvm", "time"}
+
+
+def record_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if '"type": "record"' in line]
+
+
+@pytest.fixture(scope="module")
+def tuned_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log with 4 trials of each of the two conv tasks, tuned once for the module (the slow part)."""
+    path = tmp_path_factory.mktemp("tune") / "tiny.jsonl"
+    state = api.tune(TINY, "avx2", log=path, trials=8, trials_per_task=4, measure=PATIENT)
+    assert state.new_trials == 8 and state.stopped_by in ("trial budget reached", "every task reached its per-task budget")
+    return path
+
+
+def test_log_holds_every_field(tuned_log: Path) -> None:
+    lines = [json.loads(x) for x in tuned_log.read_text().splitlines()]
+    workloads = [x for x in lines if x["type"] == "workload"]
+    recs = [x for x in lines if x["type"] == "record"]
+    assert len(recs) == 8
+    assert {w["key"] for w in workloads} == {r["key"] for r in recs}, "each workload stored once, referenced by key"
+    assert len(workloads) == len({w["key"] for w in workloads})
+    for w in workloads:
+        assert w["mod"] and w["flop"] > 0 and w["task"].startswith("fused_conv2d") and w["weight"] == 1
+    for r in recs:
+        assert set(r) >= RECORD_FIELDS
+        assert r["v"] == records.FORMAT_VERSION
+        assert r["target"]["mcpu"] == "core-avx2"
+        assert {"cpu", "isa", "cores", "tvm"} <= set(r["host"])
+        assert r["trace"] and r["args_info"]
+        if r["error"] is None:
+            assert len(r["run_secs"]) == 3 and all(0 < s < 1 for s in r["run_secs"]), "repeated timings per candidate"
+    assert sum(r["error"] is None for r in recs) >= 4, "most candidates of a conv build and run"
+
+
+def test_records_round_trip_into_metaschedule(tuned_log: Path) -> None:
+    log = records.read_log(tuned_log)
+    best = log.best()
+    assert len(best) == 2
+    for key, rec in best.items():
+        ms_rec = rec.ms_record(log.workloads[key].ms_workload())
+        assert ms_rec.as_measure_candidate().sch.mod is not None
+
+
+def test_resume_adds_only_the_new_budget(tuned_log: Path, tmp_path: Path) -> None:
+    path = tmp_path / "resume.jsonl"
+    shutil.copy(tuned_log, path)
+    state = api.tune(TINY, "avx2", log=path, trials=12, measure=PATIENT)
+    assert state.new_trials == 4
+    assert len(record_lines(path)) == 12
+    again = api.tune(TINY, "avx2", log=path, trials=12, measure=PATIENT)
+    assert again.new_trials == 0 and "already spent" in again.stopped_by
+    assert len(record_lines(path)) == 12
+
+
+def test_per_task_cap_skips_finished_tasks(tuned_log: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cap.jsonl"
+    shutil.copy(tuned_log, path)
+    per_task = records.read_log(path).trials()
+    cap = max(per_task.values()) + 2
+    state = api.tune(TINY, "avx2", log=path, trials_per_task=cap, measure=PATIENT)
+    after = records.read_log(path).trials()
+    assert all(n == cap for n in after.values()), (per_task, after)
+    assert state.new_trials == sum(cap - n for n in per_task.values())
+
+
+def test_random_tuner(tmp_path: Path) -> None:
+    path = tmp_path / "random.jsonl"
+    state = api.tune(TINY, "avx2", log=path, trials=4, tuner="random", measure=PATIENT)
+    assert state.new_trials == 4
+    assert len(record_lines(path)) == 4
+
+
+def test_unknown_tuner_and_missing_budget_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(TunebenchError, match="unknown tuner"):
+        api.tune(TINY, "avx2", log=tmp_path / "x.jsonl", trials=4, tuner="annealing")
+    with pytest.raises(TunebenchError, match="give a budget"):
+        api.tune(TINY, "avx2", log=tmp_path / "x.jsonl")
+
+
+def test_torn_last_line_and_garbage_line_are_reported_not_fatal(tuned_log: Path, tmp_path: Path) -> None:
+    path = tmp_path / "damaged.jsonl"
+    lines = tuned_log.read_text().splitlines(keepends=True)
+    torn = lines[-1][: len(lines[-1]) // 2]
+    path.write_text("".join([*lines[:3], "this is not json\n", *lines[3:-1], torn]))
+    with pytest.warns(records.LogWarning) as caught:
+        log = records.read_log(path)
+    assert len(log.records) == 7, "the torn record is lost, every other one kept"
+    assert len(log.problems) == 2
+    assert any("torn last line" in p for p in log.problems)
+    assert any(":4: not a tunebench record" in p for p in log.problems)
+    assert len(caught) == 2
+    # appending after a torn tail must not glue the new line onto the fragment
+    records.LogWriter(path).append([log.records[0]], log.workloads)
+    with pytest.warns(records.LogWarning):
+        assert len(records.read_log(path).records) == 8
+
+
+def _start_tune(log: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "tunebench.cli", "tune", TINY, "--trials", "400", "--log", str(log), "--quiet"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_records(proc: subprocess.Popen[str], log: Path, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and record_lines(log):
+            return
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("no batch was logged in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_signalled_run_leaves_a_loadable_log(tmp_path: Path, sig: signal.Signals) -> None:
+    log = tmp_path / "signal.jsonl"
+    proc = _start_tune(log)
+    try:
+        _wait_for_records(proc, log)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kept = records.read_log(log, warn=False)
+    assert kept.records, "the batches measured before the signal are kept"
+    assert set(kept.workloads) >= {r.key for r in kept.records}
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, out
+        assert "resume with: tunebench tune" in out
+        assert "Traceback" not in out
+    else:
+        assert proc.returncode == -signal.SIGKILL
