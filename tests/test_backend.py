@@ -37,18 +37,6 @@ def _fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tunebench.disable()
 
 
-@pytest.fixture(scope="session")
-def tuned_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunebench.measure import MeasureConfig
-
-    log = tmp_path_factory.mktemp("tuned") / "tiny.jsonl"
-    # a generous build timeout: this machine is shared, and timed-out builds leave no usable record
-    tunebench.tune(TINY, "avx2", log=log, trials=16, measure=MeasureConfig(workers=2, build_timeout=300))
-    tasks = {t.workload_key for t in tunebench.lower_model(TINY, "avx2").tasks}
-    assert set(read_log(log).best()) == tasks, "the tiny tuning run left a task without a successful record"
-    return log
-
-
 def tiny() -> tuple[torch.nn.Module, torch.Tensor]:
     model, (x,) = get_model(TINY)
     return model, x
@@ -180,11 +168,11 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     assert cache.STATS.compiles == 2 and cache.STATS.disk_hits == 0
 
 
-def test_tuned_records_are_applied(tuned_log: Path) -> None:
+def test_tuned_records_are_applied(tiny_log: Path) -> None:
     model, x = tiny()
-    best = set(read_log(tuned_log).best())
+    best = set(read_log(tiny_log).best())
     assert best
-    with tunebench.apply_history_best(tuned_log) as cfg:
+    with tunebench.apply_history_best(tiny_log) as cfg:
         assert set(cfg.best) == best
         compiled = tunebench.compile(model, x)  # default policy: runs in TVM only because every task is tuned
         check_close(compiled(x), model(x))
@@ -195,18 +183,18 @@ def test_tuned_records_are_applied(tuned_log: Path) -> None:
     assert cache.STATS.tvm_runs == 2  # the dynamo graph ran in TVM too: under the default policy, proof all its tasks got records
 
 
-def test_enable_sets_records_for_the_script(tuned_log: Path) -> None:
+def test_enable_sets_records_for_the_script(tiny_log: Path) -> None:
     model, x = tiny()
-    tunebench.enable(logs=tuned_log, opt_level=3)
+    tunebench.enable(logs=tiny_log, opt_level=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", backend.UntunedFallbackWarning)
         assert tunebench.compile(model, x).last.applied
 
 
-def test_foreign_isa_records_are_skipped(tuned_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_foreign_isa_records_are_skipped(tiny_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     avx2_host = frozenset(MCPU_FLAGS["core-avx2"])
     lines = []
-    for line in tuned_log.read_text().splitlines():
+    for line in tiny_log.read_text().splitlines():
         obj = json.loads(line)
         if obj["type"] == "record":
             obj["target"]["mcpu"] = "skylake-avx512"

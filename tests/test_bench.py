@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from tunebench import bench
-from tunebench.cli import app
 from tunebench.errors import TunebenchError
 from tunebench.records import read_log
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 
 
-@pytest.fixture(scope="module")
-def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real tuning log for tiny_conv: 4 trials on each of its 2 tasks (a minute or two here)."""
-    from tunebench.api import tune
-    from tunebench.measure import MeasureConfig
-
-    log = tmp_path_factory.mktemp("tiny") / "t.jsonl"
-    # Generous build timeout: on a loaded 2-core machine a cold build worker can take over 30 s.
-    tune(TINY, "avx2", log=log, trials=8, trials_per_task=4, measure=MeasureConfig(build_timeout=120))
-    assert read_log(log).best(), "tuning produced no successful record"
-    return log
-
-
 def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path) -> None:
+    # a fresh process: TVM sizes its thread pool once, at first use, so an in-process run after other
+    # tests could not show that --threads reaches TVM
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", TINY, "--log", str(tiny_log), "--iters", "5", "--warmup", "1", "--threads", "2", "--json", str(out)])
-    assert result.exit_code == 0, result.output
+    cmd = [sys.executable, "-m", "tunebench.cli", "bench", TINY, "--log", str(tiny_log), "--iters", "5", "--warmup", "1", "--threads", "2", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
     cols = {c["name"]: c for c in data["columns"]}
     assert list(cols) == [bench.EAGER, bench.INDUCTOR, bench.UNTUNED, bench.TUNED]
@@ -48,7 +38,7 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
     assert cols[bench.UNTUNED]["coverage"] == "0/2 tasks tuned"
     assert data["flop"] > 0 and data["threads"] == {"torch": 2, "tvm": 2}
     assert data["command"].startswith("tunebench ") and data["versions"]["tvm"] and data["host"]["cpu"] and data["date"]
-    assert "inductor" in result.output and "eager_median / column_median" in result.output
+    assert "inductor" in result.stdout and "eager_median / column_median" in result.stdout
 
 
 def test_wrong_outputs_are_failed_not_timed(tiny_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -187,7 +187,7 @@ def test_bad_inputs_get_clear_messages(two_logs, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert "mixed.jsonl:5: not a tunebench record, skipped" in shown.stdout
     assert "measured with TVM 0.20.0 (this is TVM" in shown.stdout and "no: measured with TVM 0.20.0" in shown.stdout
-    assert "unterminated last line ignored" in shown.stdout
+    assert "torn last line skipped" in shown.stdout
     merged = _cli("merge", "mixed.jsonl", "-o", "clean.jsonl", cwd=tmp_path)
     assert merged.returncode == 0, merged.stderr
     assert "8 record(s) written" in merged.stdout and "not a tunebench record" in merged.stdout

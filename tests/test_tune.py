@@ -11,15 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PATIENT, TINY
 
 from tunebench import api, records
 from tunebench.errors import TunebenchError
-from tunebench.measure import MeasureConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "tests/fixtures/tiny.py:tiny_conv"
-# Generous timeouts: on a loaded 2-core machine a fresh build worker alone can take 30 s to import TVM.
-PATIENT = MeasureConfig(build_timeout=300, run_timeout=60)
 RECORD_FIELDS = {"type", "v", "key", "trace", "args_info", "run_secs", "error", "target", "host", "tvm", "time"}
 
 
@@ -27,17 +24,8 @@ def record_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if '"type": "record"' in line]
 
 
-@pytest.fixture(scope="module")
-def tuned_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A log with 4 trials of each of the two conv tasks, tuned once for the module (the slow part)."""
-    path = tmp_path_factory.mktemp("tune") / "tiny.jsonl"
-    state = api.tune(TINY, "avx2", log=path, trials=8, trials_per_task=4, measure=PATIENT)
-    assert state.new_trials == 8 and state.stopped_by in ("trial budget reached", "every task reached its per-task budget")
-    return path
-
-
-def test_log_holds_every_field(tuned_log: Path) -> None:
-    lines = [json.loads(x) for x in tuned_log.read_text().splitlines()]
+def test_log_holds_every_field(tiny_log: Path) -> None:
+    lines = [json.loads(x) for x in tiny_log.read_text().splitlines()]
     workloads = [x for x in lines if x["type"] == "workload"]
     recs = [x for x in lines if x["type"] == "record"]
     assert len(recs) == 8
@@ -56,8 +44,8 @@ def test_log_holds_every_field(tuned_log: Path) -> None:
     assert sum(r["error"] is None for r in recs) >= 4, "most candidates of a conv build and run"
 
 
-def test_records_round_trip_into_metaschedule(tuned_log: Path) -> None:
-    log = records.read_log(tuned_log)
+def test_records_round_trip_into_metaschedule(tiny_log: Path) -> None:
+    log = records.read_log(tiny_log)
     best = log.best()
     assert len(best) == 2
     for key, rec in best.items():
@@ -65,9 +53,9 @@ def test_records_round_trip_into_metaschedule(tuned_log: Path) -> None:
         assert ms_rec.as_measure_candidate().sch.mod is not None
 
 
-def test_resume_adds_only_the_new_budget(tuned_log: Path, tmp_path: Path) -> None:
+def test_resume_adds_only_the_new_budget(tiny_log: Path, tmp_path: Path) -> None:
     path = tmp_path / "resume.jsonl"
-    shutil.copy(tuned_log, path)
+    shutil.copy(tiny_log, path)
     state = api.tune(TINY, "avx2", log=path, trials=12, measure=PATIENT)
     assert state.new_trials == 4
     assert len(record_lines(path)) == 12
@@ -76,9 +64,9 @@ def test_resume_adds_only_the_new_budget(tuned_log: Path, tmp_path: Path) -> Non
     assert len(record_lines(path)) == 12
 
 
-def test_per_task_cap_skips_finished_tasks(tuned_log: Path, tmp_path: Path) -> None:
+def test_per_task_cap_skips_finished_tasks(tiny_log: Path, tmp_path: Path) -> None:
     path = tmp_path / "cap.jsonl"
-    shutil.copy(tuned_log, path)
+    shutil.copy(tiny_log, path)
     per_task = records.read_log(path).trials()
     cap = max(per_task.values()) + 2
     state = api.tune(TINY, "avx2", log=path, trials_per_task=cap, measure=PATIENT)
@@ -101,9 +89,9 @@ def test_unknown_tuner_and_missing_budget_are_errors(tmp_path: Path) -> None:
         api.tune(TINY, "avx2", log=tmp_path / "x.jsonl")
 
 
-def test_torn_last_line_and_garbage_line_are_reported_not_fatal(tuned_log: Path, tmp_path: Path) -> None:
+def test_torn_last_line_and_garbage_line_are_reported_not_fatal(tiny_log: Path, tmp_path: Path) -> None:
     path = tmp_path / "damaged.jsonl"
-    lines = tuned_log.read_text().splitlines(keepends=True)
+    lines = tiny_log.read_text().splitlines(keepends=True)
     torn = lines[-1][: len(lines[-1]) // 2]
     path.write_text("".join([*lines[:3], "this is not json\n", *lines[3:-1], torn]))
     with pytest.warns(records.LogWarning) as caught:
@@ -120,7 +108,8 @@ def test_torn_last_line_and_garbage_line_are_reported_not_fatal(tuned_log: Path,
 
 
 def _start_tune(log: Path) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tunebench.cli", "tune", TINY, "--trials", "400", "--log", str(log), "--quiet"]
+    # batches of 16: the first is logged within seconds, three more keep the run alive for the signal
+    cmd = [sys.executable, "-m", "tunebench.cli", "tune", TINY, "--trials", "32", "--trials-per-task", "16", "--log", str(log), "--quiet"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

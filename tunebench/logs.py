@@ -209,7 +209,7 @@ def prune_log(path: str | os.PathLike[str], top: int) -> MergeResult:
     if not p.is_file():
         raise TunebenchError(f"log {str(p)!r} does not exist")
     with locked(p, os.O_RDWR):
-        log = read_log(p, warn=False)
+        log = read_log(p, warn=False, lock=False)
         pruned, unique = _merged(log, top)
         write_log_atomic(p, pruned)
     return MergeResult(1, len(log.records), len(log.records) - unique, unique - len(pruned.records), len(pruned.records), log.problems)

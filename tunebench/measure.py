@@ -1,13 +1,17 @@
 """Builder and runner: compile candidate schedules and time them, locally or on an RPC fleet.
 
 MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch (its source blames a
-memory leak), paying the worker start-up, a TVM import per worker, on every batch.
-``PersistentBuilder`` keeps one pool and recycles it every ``recycle_every`` batches, which
-bounds the leak and removes most of the start-up cost (measured by ``benchmarks/trials_per_minute.py``).
+memory leak), and each new worker's first build imports ``tvm.s_tir.tensor_intrin``, which takes
+tens of seconds (see ``import_tensor_intrinsics``). ``PersistentBuilder`` keeps one pool, recycled
+every ``recycle_every`` batches to bound the leak, and its workers import the intrinsics the fast
+way once at start-up (measured by ``benchmarks/trials_per_minute.py``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +61,38 @@ def make_runner(cfg: MeasureConfig) -> Any:
     return LocalRunner(timeout_sec=cfg.run_timeout, evaluator_config=evaluator_config(cfg))
 
 
-_PERSISTENT: Any = None
+def import_tensor_intrinsics() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` (which ``TuneContext`` needs) without its 1-3 minute stall.
+
+    The module parses ~250 TVMScript functions, and each parse calls ``inspect.stack()``, which reads
+    source lines for every frame through ``inspect.getmodule``, a scan of ``sys.modules`` per frame.
+    With torch imported that is thousands of modules per frame: profiled here (cProfile, loaded
+    machine) at 200 s of a 300 s tiny tuning run; a fresh build worker without torch still took 39 s,
+    and MetaSchedule's LocalBuilder pays that in every worker of every batch. The parser only needs
+    the frames, and a missing code context makes it treat a function as module-level, which every
+    one of these is. With this: 1.7 s.
+    """
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    real_stack = inspect.stack
+
+    def frames_only(context: int = 1) -> list[inspect.FrameInfo]:
+        frame, out = sys._getframe(1), []
+        while frame is not None:
+            out.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, None, None))
+            frame = frame.f_back
+        return out
+
+    inspect.stack = frames_only  # type: ignore[assignment]
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = real_stack
 
 
+@functools.cache
 def _persistent_builder_cls() -> Any:
     """Define the builder class on first use (TVM's ``derived_object`` needs TVM imported)."""
-    global _PERSISTENT
-    if _PERSISTENT is not None:
-        return _PERSISTENT
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import local_builder as lb
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
@@ -78,7 +106,8 @@ def _persistent_builder_cls() -> Any:
         def __init__(self, max_workers: int, timeout_sec: float) -> None:
             super().__init__()
             self.max_workers, self.timeout_sec = max_workers, timeout_sec
-            self.initializer = self.f_build = self.f_export = None
+            self.f_build = self.f_export = None
+            self.initializer = import_tensor_intrinsics  # once per worker, not once per build
             self._pool: Any = None
             self._batches = 0
 
@@ -100,5 +129,4 @@ def _persistent_builder_cls() -> Any:
                     results.append(lb.BuilderResult(None, f"build failed: {r.value}"))
             return results
 
-    _PERSISTENT = PersistentBuilder
     return PersistentBuilder

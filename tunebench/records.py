@@ -207,22 +207,27 @@ def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) 
     return out
 
 
-def read_log(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], warn: bool = True) -> HistoryLog:
-    """Read logs, keeping every valid record; each skipped line becomes a problem (and a warning)."""
+def read_log(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], warn: bool = True, lock: bool = True) -> HistoryLog:
+    """Read logs, keeping every valid record; each skipped line becomes a problem (and a warning).
+
+    ``lock=False`` is for a caller that already holds the writers' lock on the file: flock locks on
+    two descriptors conflict even within one process, so taking it again would wait forever.
+    """
     log = HistoryLog()
     for path in log_files(paths):
-        log.extend(_read_one(path))
+        log.extend(_read_one(path, lock))
     if warn:
         for p in log.problems:
             warnings.warn(p, LogWarning, stacklevel=2)
     return log
 
 
-def _read_one(path: Path) -> HistoryLog:
+def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     log = HistoryLog()
     try:
         with open(path, "rb") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # writers hold LOCK_EX per batch: never read half of one
+            if lock:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # writers hold LOCK_EX per batch: never read half of one
             data = f.read()
     except OSError as e:
         raise TunebenchError(f"cannot read log {str(path)!r}: {e.strerror}") from None
@@ -289,7 +294,7 @@ def tvm_version() -> str:
 
 
 @contextmanager
-def locked(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT) -> Iterator[int]:
+def locked(path: Path, flags: int = os.O_RDWR | os.O_APPEND | os.O_CREAT) -> Iterator[int]:
     """An exclusive ``flock`` on the file now at ``path``.
 
     If the path was renamed over (by ``prune``) while we waited, the lock is on an unlinked file:

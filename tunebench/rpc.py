@@ -11,6 +11,7 @@ How to stand up a fleet: ``docs/fleet.md``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .errors import TunebenchError
@@ -107,14 +108,9 @@ def measure_on_server(config: Any, evaluator: Any, alloc_repeat: int, artifact_p
     return costs, where
 
 
-_FLEET: Any = None
-
-
+@functools.cache
 def _fleet_runner_cls() -> Any:
     """Define the runner classes on first use (TVM's ``derived_object`` needs TVM imported)."""
-    global _FLEET
-    if _FLEET is not None:
-        return _FLEET
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import RunnerResult
     from tvm.s_tir.meta_schedule.runner.rpc_runner import RPCRunner
@@ -168,5 +164,4 @@ def _fleet_runner_cls() -> Any:
                 for ri in runner_inputs
             ]
 
-    _FLEET = FleetRunner
     return FleetRunner

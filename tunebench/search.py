@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from typing import Any
 
 from . import records as rec
 from .errors import TunebenchError
-from .measure import MeasureConfig, make_builder, make_runner
+from .measure import MeasureConfig, import_tensor_intrinsics, make_builder, make_runner
 from .target import TargetSpec, canonical, host_fingerprint
 from .tasks import Task
 
@@ -168,6 +171,7 @@ def tune_tasks(
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None
     tvm_target = target.tvm()
     t = time.time()
+    import_tensor_intrinsics()
     for s in active:
         s.ctx = ms.TuneContext(
             mod=s.task.mod,
@@ -193,69 +197,104 @@ def tune_tasks(
     host, tvm_version = host_fingerprint(), host_fingerprint()["tvm"]
     deadline = state.started + timeout if timeout else math.inf
     try:
-        while True:
-            left = budget - state.new_trials
-            candidates_pool = [s for s in states if not s.done]
-            if left <= 0:
-                state.stopped_by = "trial budget reached"
-                break
-            if not candidates_pool:
-                state.stopped_by = "every task reached its per-task budget"
-                break
-            if time.time() >= deadline:
-                state.stopped_by = "timeout"
-                break
-            s = max(candidates_pool, key=_priority)
-            t = time.time()
-            cands = s.ctx.generate_measure_candidates()
-            t = state.clock("search", t)
-            if not cands:
-                s.done = True
-                continue
-            cands = list(cands)[: int(min(left, per_task - s.trials))]
-            results, measured_on = _measure(builder, runner, tvm_target, cands, state)
-            t = time.time()
-            s.ctx.notify_runner_results(cands, results)
-            if cost_model is not None:
-                cost_model.update(s.ctx, cands, results)
-            t = state.clock("cost model", t)
-            batch_records = []
-            for cand, res, where in zip(cands, results, measured_on, strict=True):
-                run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
-                error = _short_error(res.error_msg)
-                if run_secs is not None and error is None:
-                    database.commit_tuning_record(
-                        ms.database.TuningRecord(cand.sch.trace, ms_workloads[s.task.workload_key], run_secs, tvm_target, cand.args_info)
+        with _StopRequest() as stop:
+            while True:
+                if stop.signum is not None:
+                    state.interrupted = True
+                    state.stopped_by = f"interrupted ({signal.Signals(stop.signum).name}) after the batch in flight"
+                    break
+                left = budget - state.new_trials
+                candidates_pool = [s for s in states if not s.done]
+                if left <= 0:
+                    state.stopped_by = "trial budget reached"
+                    break
+                if not candidates_pool:
+                    state.stopped_by = "every task reached its per-task budget"
+                    break
+                if time.time() >= deadline:
+                    state.stopped_by = "timeout"
+                    break
+                s = max(candidates_pool, key=_priority)
+                t = time.time()
+                cands = s.ctx.generate_measure_candidates()
+                t = state.clock("search", t)
+                if not cands:
+                    s.done = True
+                    continue
+                cands = list(cands)[: int(min(left, per_task - s.trials))]
+                results, measured_on = _measure(builder, runner, tvm_target, cands, state)
+                t = time.time()
+                s.ctx.notify_runner_results(cands, results)
+                if cost_model is not None:
+                    cost_model.update(s.ctx, cands, results)
+                t = state.clock("cost model", t)
+                batch_records = []
+                for cand, res, where in zip(cands, results, measured_on, strict=True):
+                    run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
+                    error = _short_error(res.error_msg)
+                    if run_secs is not None and error is None:
+                        database.commit_tuning_record(
+                            ms.database.TuningRecord(cand.sch.trace, ms_workloads[s.task.workload_key], run_secs, tvm_target, cand.args_info)
+                        )
+                    r = rec.Record(
+                        key=s.task.workload_key,
+                        trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
+                        args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
+                        run_secs=run_secs,
+                        error=error,
+                        target=_record_target(target),
+                        host=host,
+                        tvm=tvm_version,
+                        measured_on=where,
                     )
-                r = rec.Record(
-                    key=s.task.workload_key,
-                    trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
-                    args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
-                    run_secs=run_secs,
-                    error=error,
-                    target=_record_target(target),
-                    host=host,
-                    tvm=tvm_version,
-                    measured_on=where,
-                )
-                batch_records.append(r)
-                s.errors += r.error is not None
-                s.best = min(s.best, r.latency)
-            writer.append(batch_records, workloads)
-            state.clock("log", t)
-            s.new_trials += len(cands)
-            if s.trials >= per_task:
-                s.done = True
-            reporter("batch", state)
-    except KeyboardInterrupt:
+                    batch_records.append(r)
+                    s.errors += r.error is not None
+                    s.best = min(s.best, r.latency)
+                writer.append(batch_records, workloads)
+                state.clock("log", t)
+                s.new_trials += len(cands)
+                if s.trials >= per_task:
+                    s.done = True
+                reporter("batch", state)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, the log holds every finished batch
         state.interrupted = True
-        state.stopped_by = "interrupted (Ctrl-C)"
+        state.stopped_by = "interrupted (Ctrl-C twice)"
     finally:
         for s in states:
             if s.ctx is not None:
                 s.ctx.post_tuning()
     reporter("finish", state)
     return state
+
+
+class _StopRequest:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the batch in flight.
+
+    A KeyboardInterrupt raised inside a MetaSchedule call crosses TVM's C++ frames and ends in
+    ``std::terminate`` (seen here: a segfault report instead of a summary). So the first signal only
+    sets ``signum``; the loop stops at the next batch boundary, and a second Ctrl-C interrupts at once.
+    Outside the main thread signal handlers cannot be installed, and nothing is changed.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after the batch in flight (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _strategy(tuner: str, max_trials: int) -> Any:
