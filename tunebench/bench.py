@@ -112,6 +112,9 @@ class BenchResult:
             "input_shapes": self.input_shapes,
             "target": self.target,
             "threads": self.threads,
+            # libgomp's wait policy moves eager by ~50% here (PASSIVE slows it, an explicit ACTIVE spins
+            # against TVM's pool): the numbers mean nothing without it
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)"),
             "flop": self.flop,
             "flop_source": self.flop_source,
             "iters": self.iters,

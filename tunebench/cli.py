@@ -6,7 +6,6 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import warnings
@@ -226,10 +225,6 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def main() -> None:
     """Console-script entry point: one-line errors for TunebenchError, tracebacks for bugs."""
-    # libgomp's default ACTIVE wait makes torch's idle OpenMP threads spin against TVM's pool on the
-    # same cores: measured here, eager calls interleaved with TVM calls ran 20 ms instead of 0.05 ms.
-    # Must be set before torch loads libgomp, which the CLI does lazily after this line.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     warnings.showwarning = _show_warning  # type: ignore[assignment]
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
