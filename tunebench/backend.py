@@ -109,10 +109,10 @@ _threads = [0]
 
 def _set_threads(n: int) -> None:
     """Size TVM's thread pool (only when it changes: reconfiguring restarts the workers)."""
-    import tvm_ffi
+    from .dispatch import set_tvm_threads
 
     if n != _threads[0]:
-        tvm_ffi.get_global_func("runtime.config_threadpool")(1, n)
+        set_tvm_threads(n)
         _threads[0] = n
 
 

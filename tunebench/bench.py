@@ -149,16 +149,14 @@ class BenchResult:
 def set_threads(threads: int) -> dict[str, int]:
     """Give torch and TVM the same thread count, and return what each actually uses.
 
-    TVM reads ``TVM_NUM_THREADS`` when its thread pool is created (first parallel launch);
-    unset, it takes half the hardware threads on x86, which would handicap TVM against torch.
-    A pool that already exists in this process keeps its size: the returned count shows it.
+    TVM alone would take half the hardware threads on x86, a handicap against torch.
     """
     import torch
-    import tvm
 
-    os.environ["TVM_NUM_THREADS"] = str(threads)
+    from .dispatch import set_tvm_threads
+
     torch.set_num_threads(threads)
-    return {"torch": torch.get_num_threads(), "tvm": int(tvm.get_global_func("runtime.NumThreads")())}
+    return {"torch": torch.get_num_threads(), "tvm": set_tvm_threads(threads)}
 
 
 def with_batch(inputs: tuple[Any, ...], batch: int | None) -> tuple[Any, ...]:
