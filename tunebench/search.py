@@ -104,10 +104,6 @@ def _priority(s: TaskState) -> tuple[int, float]:
     return (0, s.task.weight * s.best / math.sqrt(1 + s.trials / MAX_BATCH))
 
 
-def _record_target(target: TargetSpec) -> dict[str, Any]:
-    return dict(target.config)
-
-
 def tune_tasks(
     tasks: list[Task],
     target: TargetSpec,
@@ -194,7 +190,8 @@ def tune_tasks(
 
     builder, runner = make_builder(measure), make_runner(measure)
     writer = rec.LogWriter(log_path)
-    host, tvm_version = host_fingerprint(), host_fingerprint()["tvm"]
+    host = host_fingerprint()
+    record_target = dict(target.config)
     deadline = state.started + timeout if timeout else math.inf
     try:
         with _StopRequest() as stop:
@@ -242,9 +239,9 @@ def tune_tasks(
                         args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
                         run_secs=run_secs,
                         error=error,
-                        target=_record_target(target),
+                        target=record_target,
                         host=host,
-                        tvm=tvm_version,
+                        tvm=host["tvm"],
                         measured_on=where,
                     )
                     batch_records.append(r)
