@@ -3,6 +3,7 @@ VENV_OK := .venv/.installed
 TRIALS  ?= 300
 TARGET  ?= avx2
 MODEL   ?= resnet18
+TUNE_ARGS ?=
 
 .PHONY: setup tune test lint bench clean
 
@@ -17,8 +18,9 @@ $(VENV_OK): pyproject.toml
 setup: $(VENV_OK)
 
 # Resume the shipped ResNet18 search with a bounded budget, then compare against PyTorch.
+# On an AVX-512 host: make tune TARGET=avx512 TUNE_ARGS=--winograd (the log that beats eager here).
 tune: $(VENV_OK)
-	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --more $(TRIALS)
+	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --more $(TRIALS) $(TUNE_ARGS)
 	.venv/bin/tunebench bench $(MODEL) --log tuning_logs/$(MODEL)-$(TARGET).jsonl --target $(TARGET)
 
 test: $(VENV_OK)

@@ -90,6 +90,26 @@ def test_target_the_cpu_cannot_run_is_refused_before_anything_runs(monkeypatch: 
     assert resolve_target("avx2").mcpu == "core-avx2"
 
 
+def test_target_comes_from_the_log_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunebench.target as target_mod
+    from tunebench.records import HistoryLog, Record
+
+    def rec(key: str, mcpu: str, ok: bool = True) -> Record:
+        target = {"kind": "llvm", "mcpu": mcpu, "num-cores": 8}
+        return Record(key, [], [], [1e-3] if ok else None, None if ok else "boom", target, {}, "0.27")
+
+    avx512 = resolve_target("avx512", check=False).mcpu
+    assert dispatch.target_for_log(None) == "avx2"
+    assert dispatch.target_for_log(HistoryLog(records=[rec("a", avx512), rec("b", avx512), rec("a", "core-avx2")])) == "avx512"
+    # only failed records for avx512: nothing was tuned for it
+    assert dispatch.target_for_log(HistoryLog(records=[rec("a", avx512, ok=False), rec("a", "core-avx2")])) == "avx2"
+    # an mcpu no preset names comes back as its JSON target, without the tuning machine's core count
+    assert dispatch.target_for_log(HistoryLog(records=[rec("a", "core-avx2"), rec("a", "haswell"), rec("b", "haswell")])) == '{"kind":"llvm","mcpu":"haswell"}'
+    # a host without AVX-512 gets the target it can run
+    monkeypatch.setattr(target_mod, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2"}))
+    assert dispatch.target_for_log(HistoryLog(records=[rec("a", avx512), rec("b", avx512), rec("a", "core-avx2")])) == "avx2"
+
+
 def test_cli_models_lists_the_zoo() -> None:
     out = run_cli("models")
     assert out.returncode == 0, out.stderr

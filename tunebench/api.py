@@ -20,18 +20,28 @@ class LoweredModel:
 
     name: str
     target: TargetSpec
-    relax_mod: Any
+    relax_mod: Any  # fused, direct convs: what records are applied to unless Winograd wins
     tasks: list[Any]
     example_inputs: tuple[Any, ...]
     model: Any
+    source: Any = None  # the Relax module as imported, before legalization and fusion
 
 
 def lower_model(
-    model: str | Any, target: str | TargetSpec = "avx2", example_inputs: tuple[Any, ...] | None = None, num_cores: int | None = None
+    model: str | Any,
+    target: str | TargetSpec = "avx2",
+    example_inputs: tuple[Any, ...] | None = None,
+    num_cores: int | None = None,
+    winograd: bool = False,
 ) -> LoweredModel:
-    """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks."""
-    from .frontend import lower
+    """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks.
+
+    ``winograd`` adds the Winograd tasks of every eligible 3x3 conv to the direct ones, so a search
+    tunes both implementations and serving can pick the faster per conv shape.
+    """
+    from .frontend import lower, optimize
     from .tasks import extract_tasks
+    from .winograd import signatures
     from .zoo import get_model
 
     spec = resolve_target(target, num_cores)
@@ -43,8 +53,14 @@ def lower_model(
         if example_inputs is None:
             raise TypeError("example_inputs are required when passing an nn.Module")
         name, module, inputs = type(model).__name__, model, tuple(example_inputs)
-    relax_mod = lower(module, inputs, spec)
-    return LoweredModel(name, spec, relax_mod, extract_tasks(relax_mod, spec), inputs, module)
+    source, relax_mod = lower(module, inputs, spec)
+    convs = signatures(source)
+    tasks = extract_tasks(relax_mod, spec, convs)
+    if winograd and convs:
+        known = {t.workload_key for t in tasks}
+        tasks += [t for t in extract_tasks(optimize(source, spec, convs), spec, convs) if t.workload_key not in known]
+        tasks.sort(key=lambda t: (-t.total_flop, t.name))
+    return LoweredModel(name, spec, relax_mod, tasks, inputs, module, source)
 
 
 def default_log_path(model: str, target: TargetSpec) -> Path:
@@ -65,6 +81,7 @@ def tune(
     tuner: str = "xgb",
     example_inputs: tuple[Any, ...] | None = None,
     num_cores: int | None = None,
+    winograd: bool = False,
     measure: Any = None,
     reporter: Any = None,
 ) -> Any:
@@ -75,7 +92,7 @@ def tune(
     """
     from .search import tune_tasks
 
-    lowered = lower_model(model, target, example_inputs, num_cores)
+    lowered = lower_model(model, target, example_inputs, num_cores, winograd)
     log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
     kwargs = {"reporter": reporter} if reporter else {}
     return tune_tasks(
@@ -103,7 +120,7 @@ class ApplyReport:
     eager_ms: float
 
 
-def apply_model(model: str, log: str | Path, target: str = "avx2", fallback: str = "untuned", runs: int = 20) -> ApplyReport:
+def apply_model(model: str, log: str | Path, target: str | None = None, fallback: str = "untuned", runs: int = 20) -> ApplyReport:
     """Compile a zoo model with ``log``'s best records, check it against eager, time both interleaved.
 
     Interleaving (eager, tvm, eager, tvm...) exposes both to the same load on a shared machine;

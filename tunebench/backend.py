@@ -182,10 +182,11 @@ def _lower_and_build(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], 
     import tvm
 
     from . import frontend
-    from .dispatch import apply_records, build
+    from .dispatch import apply_records, build, choose_lowering
 
     arity = len([n for n in sub.graph.nodes if n.op == "placeholder"])
-    mod = frontend.optimize(frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples))), cfg.target)
+    source = frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples)))
+    mod, _ = choose_lowering(source, frontend.optimize(source, cfg.target), cfg.target, cfg.log, cfg.best)
     scheduled, coverage = apply_records(mod, cfg.target, cfg.log, cfg.best)
     if coverage.missing and cfg.fallback == "untuned":
         return Entry("pytorch", len(coverage.tasks), coverage.applied)
@@ -214,7 +215,7 @@ class GraphDispatcher:
             o = self.options
             self._configs[base.token] = make_config(
                 o.get("logs", base.log),
-                o.get("target", base.target),
+                o.get("target", None if "logs" in o else base.target),  # None: the target the new logs were tuned for
                 opt_level=o.get("opt_level", base.opt_level),
                 fallback=o.get("fallback", base.fallback),
                 cache_dir=o.get("cache_dir", base.cache_dir),

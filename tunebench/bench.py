@@ -225,7 +225,7 @@ def run_bench(
     log: str | Path | None = None,
     batch: int | None = None,
     threads: int | None = None,
-    target: str = "avx2",
+    target: str | None = None,
     iters: int = 30,
     warmup: int = 3,
     untuned: bool | None = None,
@@ -237,14 +237,15 @@ def run_bench(
     """
     import torch
 
+    from .dispatch import target_for_log
     from .records import read_log
     from .target import host_fingerprint, resolve_target
     from .zoo import get_model
 
     if iters < 1:
         raise TunebenchError(f"--iters must be at least 1, got {iters}")
-    spec = resolve_target(target, threads)
     history = read_log(log) if log is not None else None  # a bad path fails now, not after compiling
+    spec = resolve_target(target if target is not None else target_for_log(history), threads)
     thread_counts = set_threads(spec.num_cores)
     module, inputs = get_model(model)
     inputs = with_batch(inputs, batch)
@@ -324,13 +325,13 @@ def _tvm_columns(
             continue
         try:
             t0 = time.perf_counter()
-            compiled = compile_model(lowered.relax_mod, spec, log)
+            compiled = compile_model(lowered.relax_mod, spec, log, source=lowered.source)
             col.compile_s = lower_s + time.perf_counter() - t0
         except Exception as e:  # a build that fails is a column that cannot run
             col.skip(f"build failed: {_first_line(e)}")
             continue
         col.fn = lambda c=compiled: c(*inputs)
-        col.coverage = str(compiled.coverage)
+        col.coverage = str(compiled.coverage) + (f", Winograd for {len(compiled.winograd)} conv shape(s)" if compiled.winograd else "")
     return lower_s, sum(t.total_flop for t in lowered.tasks)
 
 

@@ -23,6 +23,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict")]
+LogTargetOpt = Annotated[
+    Optional[str], typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict (default: the one LOG was tuned for, else avx2)")
+]
+WinogradOpt = Annotated[bool, typer.Option("--winograd", help="also the Winograd implementation of each 3x3 stride-1 conv, to compete with the direct one")]
 CoresOpt = Annotated[Optional[int], typer.Option("--num-cores", help="threads per kernel (default: physical cores)")]
 
 
@@ -49,19 +53,20 @@ def models() -> None:
 
 
 @app.command()
-def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None) -> None:
+def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, winograd: WinogradOpt = False) -> None:
     """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks."""
     from .api import lower_model
 
-    lowered = lower_model(model, target, num_cores=num_cores)
+    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd)
     table = Table(title=f"{model}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
-    for col in ("#", "task", "anchor op", "MFLOP", "x", "MFLOP total"):
-        table.add_column(col, justify="left" if col in ("task", "anchor op") else "right")
+    for col in ("#", "task", "anchor op", "conv (impl)", "MFLOP", "x", "MFLOP total"):
+        table.add_column(col, justify="left" if col in ("task", "anchor op", "conv (impl)") else "right")
     for i, t in enumerate(lowered.tasks):
-        table.add_row(str(i), t.name, t.anchor, f"{t.flop / 1e6:.1f}", str(t.weight), f"{t.total_flop / 1e6:.1f}")
-    total = sum(t.total_flop for t in lowered.tasks)
+        conv = f"{t.conv} ({t.impl})" if t.conv is not None else ""
+        table.add_row(str(i), t.name, t.anchor, conv, f"{t.flop / 1e6:.1f}", str(t.weight), f"{t.total_flop / 1e6:.1f}")
+    served = [t for t in lowered.tasks if t.impl != "winograd"]  # what one inference runs with direct convs
     table.add_section()
-    table.add_row("", "total", "", "", str(sum(t.weight for t in lowered.tasks)), f"{total / 1e6:.1f}")
+    table.add_row("", "total (direct convs)", "", "", "", str(sum(t.weight for t in served)), f"{sum(t.total_flop for t in served) / 1e6:.1f}")
     console.print(table)
 
 
@@ -78,6 +83,7 @@ def tune(
     num_cores: CoresOpt = None,
     rpc: Annotated[Optional[str], typer.Option(help="measure on an RPC tracker's servers, HOST:PORT")] = None,
     rpc_key: Annotated[Optional[str], typer.Option(help="device key the RPC servers registered under")] = None,
+    winograd: WinogradOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view; one line per batch")] = False,
 ) -> None:
     """Search schedules for every task of MODEL; resumable, every batch appended to the log."""
@@ -100,6 +106,7 @@ def tune(
         timeout=timeout,
         more=more,
         tuner=tuner,
+        winograd=winograd,
         measure=MeasureConfig(workers=spec.num_cores, rpc=rpc, rpc_key=rpc_key),
         reporter=reporter,
     )
@@ -112,7 +119,7 @@ def tune(
 def bench(
     model: str,
     log: Annotated[Optional[Path], typer.Option(help="history log whose best records the tuned column uses")] = None,
-    target: TargetOpt = "avx2",
+    target: LogTargetOpt = None,
     batch: Annotated[Optional[int], typer.Option(help="batch dimension of the example input")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch and TVM threads (default: physical cores)")] = None,
     iters: Annotated[int, typer.Option(help="timed rounds, one sample per column each (A B C A B C ...)")] = 30,
@@ -207,7 +214,7 @@ def logs_prune(
 def apply_cmd(
     model: str,
     log: Annotated[Path, typer.Option(help="history log, or a directory of logs, whose best records are applied")],
-    target: TargetOpt = "avx2",
+    target: LogTargetOpt = None,
     fallback: Annotated[str, typer.Option(help="untuned: subgraphs with untuned tasks run in PyTorch; never: all in TVM")] = "untuned",
     runs: Annotated[int, typer.Option(help="interleaved timed runs of each")] = 20,
 ) -> None:

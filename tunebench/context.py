@@ -49,7 +49,7 @@ class ServingConfig:
 
 def make_config(
     logs: LogPaths | Any | None = None,
-    target: Any = "avx2",
+    target: Any = None,
     *,
     opt_level: int = 3,
     fallback: str = "untuned",
@@ -61,7 +61,7 @@ def make_config(
     Records for another CPU model, or an ISA this host lacks, are dropped here with a
     ``ForeignRecordWarning``: applying them could end in an illegal instruction.
     """
-    from .dispatch import best_records
+    from .dispatch import best_records, target_for_log
     from .records import HistoryLog, read_log
     from .target import resolve_target
 
@@ -71,8 +71,8 @@ def make_config(
         raise TunebenchError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise TunebenchError(f"num_threads must be a positive integer, got {num_threads!r}")
-    spec = resolve_target(target)
     log = logs if isinstance(logs, HistoryLog) or logs is None else read_log(logs)
+    spec = resolve_target(target if target is not None else target_for_log(log))
     best = best_records(log, spec) if log is not None and log.records else {}
     ids = sorted(r.identity() for r in best.values())
     return ServingConfig(
@@ -103,7 +103,7 @@ def current() -> ServingConfig:
 
 
 @contextmanager
-def apply_history_best(logs: LogPaths, target: Any = "avx2", **settings: Any) -> Iterator[ServingConfig]:
+def apply_history_best(logs: LogPaths, target: Any = None, **settings: Any) -> Iterator[ServingConfig]:
     """Compile with the best record per workload from ``logs`` (file, directory or list) inside the block."""
     token = _active.set(make_config(logs, target, **settings))
     try:
@@ -115,7 +115,7 @@ def apply_history_best(logs: LogPaths, target: Any = "avx2", **settings: Any) ->
 apply = apply_history_best
 
 
-def enable(logs: LogPaths | None = None, target: Any = "avx2", **settings: Any) -> ServingConfig:
+def enable(logs: LogPaths | None = None, target: Any = None, **settings: Any) -> ServingConfig:
     """Set the records and settings for the rest of the script (``torch_tvm.enable()`` style)."""
     global _default
     _default = make_config(logs, target, **settings)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .records import HistoryLog, Record
-from .target import MCPU_FLAGS, TargetSpec, cpu_flags
-from .tasks import Task, extract_tasks
+from .target import MCPU_FLAGS, PRESETS, TargetSpec, canonical, cpu_flags, preset_of, resolve_target
+from .tasks import Task, conv_costs, extract_tasks
 
 
 class ForeignRecordWarning(UserWarning):
@@ -29,6 +29,32 @@ def record_usable(record: Record, target: TargetSpec, host_flags: frozenset[str]
         return False
     flags = cpu_flags() if host_flags is None else host_flags
     return not flags or all(f in flags for f in MCPU_FLAGS.get(mcpu, ()))
+
+
+def target_for_log(log: HistoryLog | None, default: str = "avx2") -> str:
+    """The target a log was tuned for, so ``--log resnet18-avx512.jsonl`` needs no ``--target``.
+
+    Among the targets this host can run, the one with successful records for the most workloads
+    (a merged log may hold several); ``default`` when the log has none. Presets come back by name,
+    so the thread count follows this host rather than the tuning machine.
+    """
+    if log is None:
+        return default
+    workloads: dict[str, set[str]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for r in log.records:
+        if r.ok and r.target.get("kind") == "llvm":
+            key = canonical({k: v for k, v in r.target.items() if k != "num-cores"})
+            workloads.setdefault(key, set()).add(r.key)
+            configs[key] = r.target
+    runnable = [k for k in workloads if not TargetSpec("log", configs[k]).missing_flags()]
+    if not runnable:
+        return default
+    best = configs[max(runnable, key=lambda k: (len(workloads[k]), preset_of(configs[k]) == default))]
+    preset = preset_of(best)
+    if preset in PRESETS and resolve_target(preset, check=False).mcpu == best.get("mcpu"):
+        return preset
+    return canonical({k: v for k, v in best.items() if k != "num-cores"})
 
 
 def best_records(log: HistoryLog, target: TargetSpec, warn: bool = True) -> dict[str, Record]:
@@ -94,6 +120,34 @@ def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, be
         return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(relax_mod), coverage
 
 
+def choose_lowering(source: Any, direct: Any, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record]) -> tuple[Any, list[Any]]:
+    """Per Winograd-eligible conv shape, the implementation the log measured faster.
+
+    ``direct`` is ``source`` lowered with direct convs. A shape goes Winograd only when every one of
+    its Winograd tasks has a record and their weighted latency sum beats the direct tasks' (a
+    direct task without a record counts as infinitely slow). Returns the module to apply records
+    to and the shapes lowered as Winograd. Logs without Winograd workloads cost nothing here.
+    """
+    from .frontend import optimize
+    from .winograd import TASK_MARK, signatures
+
+    if log is None or not any(TASK_MARK in w.task for w in log.workloads.values()):
+        return direct, []
+    convs = signatures(source)
+    if not convs:
+        return direct, []
+    every = optimize(source, target, convs)
+    inf = float("inf")
+    _, costs = conv_costs(
+        {t.workload_key: t for mod in (direct, every) for t in extract_tasks(mod, target, convs)}.values(),
+        lambda t: best[t.workload_key].latency if t.workload_key in best else inf,
+    )
+    chosen = [c for c in convs if costs.get(c, {}).get("winograd", inf) < costs.get(c, {}).get("direct", inf)]
+    if not chosen:
+        return direct, []
+    return (every if len(chosen) == len(convs) else optimize(source, target, chosen)), chosen
+
+
 def build(relax_mod: Any, target: TargetSpec) -> Any:
     """Compile a (scheduled or not) Relax module into a VM executable."""
     import tvm
@@ -122,12 +176,13 @@ class CompiledModel:
     Inputs and outputs cross by DLPack, so no copy is made at the PyTorch/TVM border.
     """
 
-    def __init__(self, executable: Any, coverage: Coverage) -> None:
+    def __init__(self, executable: Any, coverage: Coverage, winograd: list[Any] | None = None) -> None:
         import tvm
         from tvm import relax
 
         self.executable = executable
         self.coverage = coverage
+        self.winograd = winograd or []  # conv shapes served by Winograd kernels
         self.vm = relax.VirtualMachine(executable, tvm.cpu())
         self._main = self.vm["main"]
 
@@ -147,7 +202,15 @@ def _to_torch(out: Any, torch: Any) -> Any:
     return items[0] if len(items) == 1 else tuple(items)
 
 
-def compile_model(relax_mod: Any, target: TargetSpec, log: HistoryLog | None = None) -> CompiledModel:
-    """Apply the best usable records from ``log`` (if any) and build: the model, ready to call."""
-    scheduled, coverage = apply_records(relax_mod, target, log)
-    return CompiledModel(build(scheduled, target), coverage)
+def compile_model(relax_mod: Any, target: TargetSpec, log: HistoryLog | None = None, source: Any = None) -> CompiledModel:
+    """Apply the best usable records from ``log`` (if any) and build: the model, ready to call.
+
+    With ``source`` (the module ``relax_mod`` was lowered from), conv shapes whose Winograd tasks
+    the log measured faster are lowered again as Winograd first (``choose_lowering``).
+    """
+    winograd: list[Any] = []
+    best = best_records(log, target) if log is not None and log.records else {}
+    if source is not None:
+        relax_mod, winograd = choose_lowering(source, relax_mod, target, log, best)
+    scheduled, coverage = apply_records(relax_mod, target, log, best)
+    return CompiledModel(build(scheduled, target), coverage, winograd)

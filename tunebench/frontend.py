@@ -11,6 +11,7 @@ inference decompositions, then the "zero" pipeline (legalize, fold, FuseOps, Fus
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from .errors import TunebenchError
@@ -47,16 +48,28 @@ def to_relax(exported: Any) -> Any:
         raise TunebenchError(f"the Relax torch frontend cannot lower the model: {msg}") from e
 
 
-def optimize(mod: Any, target: TargetSpec) -> Any:
-    """Decompose for inference and fuse under the target: the module tasks come from."""
+def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = ()) -> Any:
+    """Decompose for inference and fuse under the target: the module tasks come from.
+
+    Convs whose shapes are in ``winograd`` (``winograd.ConvSig``) are lowered as Winograd; the
+    rest by the default legalization, so an empty collection gives the direct-conv module.
+    """
     from tvm import relax
 
     with target.tvm():
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.CanonicalizeBindings()(mod)
+        if winograd:
+            from .winograd import legalize_map
+
+            mod = relax.transform.LegalizeOps(customize_legalize_map=legalize_map(winograd))(mod)
         return relax.get_pipeline("zero")(mod)
 
 
-def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec) -> Any:
-    """Model -> fused Relax IRModule (the one entry point the rest of the pipeline uses)."""
-    return optimize(to_relax(export(model, example_inputs)), target)
+def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec) -> tuple[Any, Any]:
+    """Model -> (Relax IRModule as imported, fused IRModule with direct convs).
+
+    The imported module is kept so that ``dispatch`` can lower it again with Winograd convs.
+    """
+    source = to_relax(export(model, example_inputs))
+    return source, optimize(source, target)

@@ -124,17 +124,20 @@ def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
 def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
     from .api import lower_model
     from .target import resolve_target
+    from .tasks import model_latency
+    from .winograd import TASK_MARK
 
+    winograd = any(TASK_MARK in w.task for w in log.workloads.values())
     out = []
     for config in sorted({canonical(r.target) for r in log.records}):
         spec = resolve_target(json.dumps(json.loads(config)), check=False)
         try:
-            lowered = lower_model(model, spec)
+            lowered = lower_model(model, spec, winograd=winograd)
         except TunebenchError as e:  # e.g. a target this CPU cannot compile for
             raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
         best = HistoryLog(workloads=log.workloads, records=[r for r in log.records if canonical(r.target) == config]).best()
         covered = [t for t in lowered.tasks if t.workload_key in best]
-        latency = sum(t.weight * best[t.workload_key].latency for t in covered) if len(covered) == len(lowered.tasks) else math.inf
+        latency = model_latency(lowered.tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
         out.append(ModelTotal(model, preset_of(json.loads(config)), len(lowered.tasks), len(covered), latency))
     return out
 

@@ -31,7 +31,7 @@ from . import records as rec
 from .errors import TunebenchError
 from .measure import MeasureConfig, import_tensor_intrinsics, make_builder, make_runner
 from .target import TargetSpec, canonical, host_fingerprint
-from .tasks import Task
+from .tasks import Task, model_latency
 
 TUNERS = ("xgb", "random")
 MAX_BATCH = 64
@@ -85,8 +85,9 @@ class SearchState:
         return sum(s.trials for s in self.states)
 
     def estimated_latency(self) -> float:
-        """Sum of weight x best latency over tasks; inf while any task has no measurement."""
-        return sum(s.task.weight * s.best for s in self.states)
+        """``tasks.model_latency`` over the best latencies so far; inf while a task it needs has none."""
+        best = {s.task.workload_key: s.best for s in self.states}
+        return model_latency([s.task for s in self.states], lambda t: best[t.workload_key])
 
 
 Reporter = Callable[[str, SearchState], None]
@@ -122,11 +123,9 @@ def tune_tasks(
 
     ``trials`` is the budget for the whole model, counted over the log (a resumed search with the
     same ``trials`` does nothing more); ``trials_per_task`` caps each task likewise. ``timeout``
-    bounds this run's wall clock in seconds and ``more`` its trials, on top of the log. Returns the final state, with ``interrupted`` set if
-    Ctrl-C ended it (the records up to the last finished batch are in the log).
+    bounds this run's wall clock in seconds and ``more`` its trials, on top of the log. Returns the
+    final state, with ``interrupted`` set if Ctrl-C ended it (the records up to the last finished batch are in the log).
     """
-    from tvm.s_tir import meta_schedule as ms
-
     if tuner not in TUNERS:
         raise TunebenchError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
     if trials is None and trials_per_task is None and more is None:
@@ -161,98 +160,35 @@ def tune_tasks(
     # TVM's thread pool defaults to half the hardware threads (1 on a 2-vCPU VM): candidates must be
     # timed with the threads the target is tuned for. Measurement workers inherit this at spawn.
     os.environ["TVM_NUM_THREADS"] = str(target.num_cores)
-    database = ms.database.MemoryDatabase()
-    workloads = {t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1], t.weight) for t in tasks}
-    ms_workloads = {t.workload_key: database.commit_workload(t.mod) for t in tasks}
-    cost_model = ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None
-    tvm_target = target.tvm()
     t = time.time()
-    import_tensor_intrinsics()
+    batcher = _Batcher.open(tasks, target, log_path, tuner, measure)
     for s in active:
-        s.ctx = ms.TuneContext(
-            mod=s.task.mod,
-            target=tvm_target,
-            space_generator="post-order-apply",
-            search_strategy=_strategy(tuner, int(min(per_task - s.trials, budget))),
-            task_name=s.task.name,
-            num_threads=target.num_cores,
-            rand_state=seed + states.index(s),
-        )
-        _seed_from_log(s, same_target, ms_workloads[s.task.workload_key], database, cost_model)
-        s.ctx.pre_tuning(
-            max_trials=int(min(per_task - s.trials, budget)),
-            num_trials_per_iter=batch,
-            design_spaces=s.ctx.generate_design_space(),
-            database=database,
-            cost_model=cost_model,
-        )
+        batcher.prepare(s, int(min(per_task - s.trials, budget)), batch, same_target, seed + states.index(s), tuner)
     state.clock("prepare", t)
 
-    builder, runner = make_builder(measure), make_runner(measure)
-    writer = rec.LogWriter(log_path)
-    host = host_fingerprint()
-    record_target = dict(target.config)
     deadline = state.started + timeout if timeout else math.inf
     try:
         with _StopRequest() as stop:
             while True:
+                left = budget - state.new_trials
+                pool = [s for s in states if not s.done]
                 if stop.signum is not None:
                     state.interrupted = True
                     state.stopped_by = f"interrupted ({signal.Signals(stop.signum).name}) after the batch in flight"
-                    break
-                left = budget - state.new_trials
-                candidates_pool = [s for s in states if not s.done]
-                if left <= 0:
+                elif left <= 0:
                     state.stopped_by = "trial budget reached"
-                    break
-                if not candidates_pool:
+                elif not pool:
                     state.stopped_by = "every task reached its per-task budget"
-                    break
-                if time.time() >= deadline:
+                elif time.time() >= deadline:
                     state.stopped_by = "timeout"
+                if state.stopped_by:
                     break
-                s = max(candidates_pool, key=_priority)
-                t = time.time()
-                cands = s.ctx.generate_measure_candidates()
-                t = state.clock("search", t)
-                if not cands:
-                    s.done = True
-                    continue
-                cands = list(cands)[: int(min(left, per_task - s.trials))]
-                results, measured_on = _measure(builder, runner, tvm_target, cands, state)
-                t = time.time()
-                s.ctx.notify_runner_results(cands, results)
-                if cost_model is not None:
-                    cost_model.update(s.ctx, cands, results)
-                t = state.clock("cost model", t)
-                batch_records = []
-                for cand, res, where in zip(cands, results, measured_on, strict=True):
-                    run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
-                    error = _short_error(res.error_msg)
-                    if run_secs is not None and error is None:
-                        database.commit_tuning_record(
-                            ms.database.TuningRecord(cand.sch.trace, ms_workloads[s.task.workload_key], run_secs, tvm_target, cand.args_info)
-                        )
-                    r = rec.Record(
-                        key=s.task.workload_key,
-                        trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
-                        args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
-                        run_secs=run_secs,
-                        error=error,
-                        target=record_target,
-                        host=host,
-                        tvm=host["tvm"],
-                        measured_on=where,
-                    )
-                    batch_records.append(r)
-                    s.errors += r.error is not None
-                    s.best = min(s.best, r.latency)
-                writer.append(batch_records, workloads)
-                state.clock("log", t)
-                s.new_trials += len(cands)
-                if s.trials >= per_task:
-                    s.done = True
-                reporter("batch", state)
+                s = max(pool, key=_priority)
+                measured = batcher.run(s, int(min(left, per_task - s.trials)), state)
+                s.new_trials += measured
+                s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
+                if measured:
+                    reporter("batch", state)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, the log holds every finished batch
         state.interrupted = True
         state.stopped_by = "interrupted (Ctrl-C twice)"
@@ -262,6 +198,105 @@ def tune_tasks(
                 s.ctx.post_tuning()
     reporter("finish", state)
     return state
+
+
+@dataclass
+class _Batcher:
+    """The MetaSchedule pieces one search shares across tasks, and one batch's round trip through
+    them: generate candidates, build and time them, feed the results back, append them to the log."""
+
+    target: TargetSpec
+    database: Any  # ms.database.MemoryDatabase: what the evolutionary search starts from
+    cost_model: Any  # ms.cost_model.XGBModel, or None for random search
+    workloads: dict[str, rec.WorkloadEntry]  # as the log stores them
+    ms_workloads: dict[str, Any]  # as the database stores them
+    builder: Any
+    runner: Any
+    writer: rec.LogWriter
+    host: dict[str, Any]
+
+    @classmethod
+    def open(cls, tasks: list[Task], target: TargetSpec, log_path: Path, tuner: str, measure: MeasureConfig) -> _Batcher:
+        from tvm.s_tir import meta_schedule as ms
+
+        database = ms.database.MemoryDatabase()
+        import_tensor_intrinsics()
+        return cls(
+            target=target,
+            database=database,
+            cost_model=ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None,
+            workloads={t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1], t.weight) for t in tasks},
+            ms_workloads={t.workload_key: database.commit_workload(t.mod) for t in tasks},
+            builder=make_builder(measure),
+            runner=make_runner(measure),
+            writer=rec.LogWriter(log_path),
+            host=host_fingerprint(),
+        )
+
+    def prepare(self, s: TaskState, max_trials: int, batch: int, prior: list[rec.Record], rand_state: int, tuner: str) -> None:
+        """Give the task its TuneContext, seeded with what the log already measured for it."""
+        from tvm.s_tir import meta_schedule as ms
+
+        s.ctx = ms.TuneContext(
+            mod=s.task.mod,
+            target=self.target.tvm(),
+            space_generator="post-order-apply",
+            search_strategy=_strategy(tuner, max_trials),
+            task_name=s.task.name,
+            num_threads=self.target.num_cores,
+            rand_state=rand_state,
+        )
+        _seed_from_log(s, prior, self.ms_workloads[s.task.workload_key], self.database, self.cost_model)
+        s.ctx.pre_tuning(
+            max_trials=max_trials,
+            num_trials_per_iter=batch,
+            design_spaces=s.ctx.generate_design_space(),
+            database=self.database,
+            cost_model=self.cost_model,
+        )
+
+    def run(self, s: TaskState, limit: int, state: SearchState) -> int:
+        """Measure up to ``limit`` candidates of task ``s`` and log them; return how many (0 when
+        the search strategy has none left)."""
+        from tvm.s_tir import meta_schedule as ms
+
+        t = time.time()
+        cands = s.ctx.generate_measure_candidates()
+        state.clock("search", t)
+        cands = list(cands or [])[:limit]
+        if not cands:
+            return 0
+        tvm_target = self.target.tvm()
+        results, measured_on = _measure(self.builder, self.runner, tvm_target, cands, state)
+        t = time.time()
+        s.ctx.notify_runner_results(cands, results)
+        if self.cost_model is not None:
+            self.cost_model.update(s.ctx, cands, results)
+        t = state.clock("cost model", t)
+        workload = self.ms_workloads[s.task.workload_key]
+        batch_records = []
+        for cand, res, where in zip(cands, results, measured_on, strict=True):
+            run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
+            error = _short_error(res.error_msg)
+            if run_secs is not None and error is None:
+                self.database.commit_tuning_record(ms.database.TuningRecord(cand.sch.trace, workload, run_secs, tvm_target, cand.args_info))
+            r = rec.Record(
+                key=s.task.workload_key,
+                trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
+                args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
+                run_secs=run_secs,
+                error=error,
+                target=dict(self.target.config),
+                host=self.host,
+                tvm=self.host["tvm"],
+                measured_on=where,
+            )
+            batch_records.append(r)
+            s.errors += r.error is not None
+            s.best = min(s.best, r.latency)
+        self.writer.append(batch_records, self.workloads)
+        state.clock("log", t)
+        return len(cands)
 
 
 class _StopRequest:

@@ -6,6 +6,7 @@ calls it, so a task's share of the model's latency is weight x latency.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,33 @@ class Task:
     weight: int
     workload_key: str
     mod: Any  # the TIR IRModule MetaSchedule tunes (tvm.IRModule)
+    conv: Any = None  # winograd.ConvSig of a Winograd-eligible conv this task computes, else None
+    impl: str = ""  # how it computes ``conv``: "direct" or "winograd"
 
     @property
     def total_flop(self) -> float:
         return self.flop * self.weight
+
+
+def conv_costs(tasks: Iterable[Task], latency: Callable[[Task], float]) -> tuple[float, dict[Any, dict[str, float]]]:
+    """Weight x latency summed over the tasks of no competing conv, and per conv shape and
+    implementation for the rest (``latency`` may be inf for a task never measured)."""
+    plain = 0.0
+    per_conv: dict[Any, dict[str, float]] = {}
+    for t in tasks:
+        if t.conv is None:
+            plain += t.weight * latency(t)
+        else:
+            impls = per_conv.setdefault(t.conv, {})
+            impls[t.impl] = impls.get(t.impl, 0.0) + t.weight * latency(t)
+    return plain, per_conv
+
+
+def model_latency(tasks: Iterable[Task], latency: Callable[[Task], float]) -> float:
+    """Estimated latency of one inference: sum of weight x latency over the tasks it runs, where a
+    conv shape with competing implementations runs the faster one."""
+    plain, per_conv = conv_costs(tasks, latency)
+    return plain + sum(min(impls.values()) for impls in per_conv.values())
 
 
 def workload_key(mod: Any) -> str:
@@ -45,21 +69,21 @@ def anchor_op(mod: Any) -> str:
     return str(next(iter(mod.functions.keys())).name_hint)
 
 
-def extract_tasks(relax_mod: Any, target: TargetSpec) -> list[Task]:
-    """Extract tasks from a fused Relax module; heaviest (weight x FLOP) first."""
+def extract_tasks(relax_mod: Any, target: TargetSpec, convs: Iterable[Any] = ()) -> list[Task]:
+    """Extract tasks from a fused Relax module; heaviest (weight x FLOP) first.
+
+    ``convs`` (``winograd.ConvSig``) are the Winograd-eligible conv shapes: tasks computing one are
+    marked with it and their implementation, so competing implementations can be compared.
+    """
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    extracted = ms.relax_integration.extract_tasks(relax_mod, target.tvm())
-    tasks = [
-        Task(
-            name=t.task_name,
-            anchor=anchor_op(t.dispatched[0]),
-            flop=float(estimate_tir_flops(t.dispatched[0])),
-            weight=int(t.weight),
-            workload_key=workload_key(t.dispatched[0]),
-            mod=t.dispatched[0],
-        )
-        for t in extracted
-    ]
+    from .winograd import task_signature
+
+    convs = list(convs)
+    tasks = []
+    for t in ms.relax_integration.extract_tasks(relax_mod, target.tvm()):
+        mod = t.dispatched[0]
+        conv, impl = task_signature(mod, convs) or (None, "")
+        tasks.append(Task(t.task_name, anchor_op(mod), float(estimate_tir_flops(mod)), int(t.weight), workload_key(mod), mod, conv, impl))
     return sorted(tasks, key=lambda t: (-t.total_flop, t.name))
