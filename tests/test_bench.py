@@ -21,7 +21,8 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
     # a fresh process: TVM sizes its thread pool once, at first use, so an in-process run after other
     # tests could not show that --threads reaches TVM
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "tunebench.cli", "bench", TINY, "--log", str(tiny_log), "--iters", "5", "--warmup", "1", "--threads", "2", "--json", str(out)]
+    cmd = [sys.executable, "-m", "tunebench.cli", "bench", TINY, "--log", str(tiny_log), "--iters", "5", "--warmup", "1", "--settle", "1", "--threads", "2"]
+    cmd += ["--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
@@ -36,7 +37,8 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
     applied = len(read_log(tiny_log).best())
     assert cols[bench.TUNED]["coverage"] == f"{applied}/2 tasks tuned"
     assert cols[bench.UNTUNED]["coverage"] == "0/2 tasks tuned"
-    assert data["flop"] > 0 and data["threads"] == {"torch": 2, "tvm": 2}
+    assert data["flop"] > 0 and data["threads"] == {"torch": 2, "tvm": 2} and data["settle"] == 1
+    assert data["target"]["mcpu"] == "core-avx2"  # no --target: the one the log was tuned for
     assert data["command"].startswith("tunebench ") and data["versions"]["tvm"] and data["host"]["cpu"] and data["date"]
     assert "inductor" in result.stdout and "eager_median / column_median" in result.stdout
 

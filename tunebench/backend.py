@@ -30,7 +30,7 @@ from .cache import CACHE, STATS, Entry
 from .context import ServingConfig, current, make_config
 from .errors import TunebenchError
 
-OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level")
+OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
 # dtypes the Relax frontend and the LLVM CPU codegen handle for every supported op
 _DTYPES = frozenset({torch.float32, torch.float16, torch.int64, torch.int32, torch.bool})
 
@@ -174,7 +174,7 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
         h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
         h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().data)
     h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
-    h.update(f"|{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{tvm.__version__}|{torch.__version__}".encode())
+    h.update(f"|{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}|{tvm.__version__}|{torch.__version__}".encode())
     return h.hexdigest()
 
 
@@ -186,7 +186,9 @@ def _lower_and_build(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], 
 
     arity = len([n for n in sub.graph.nodes if n.op == "placeholder"])
     source = frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples)))
-    mod, _ = choose_lowering(source, frontend.optimize(source, cfg.target), cfg.target, cfg.log, cfg.best)
+    mod = frontend.optimize(source, cfg.target)
+    if cfg.winograd:
+        mod, _ = choose_lowering(source, mod, cfg.target, cfg.log, cfg.best)
     scheduled, coverage = apply_records(mod, cfg.target, cfg.log, cfg.best)
     if coverage.missing and cfg.fallback == "untuned":
         return Entry("pytorch", len(coverage.tasks), coverage.applied)
@@ -220,6 +222,7 @@ class GraphDispatcher:
                 fallback=o.get("fallback", base.fallback),
                 cache_dir=o.get("cache_dir", base.cache_dir),
                 num_threads=o.get("num_threads", base.num_threads),
+                winograd=o.get("winograd", base.winograd),
             )
         return self._configs[base.token]
 
@@ -306,7 +309,7 @@ def tunebench_backend(
     """torch.compile backend (``backend="tunebench"``, registered by entry point).
 
     ``options``: ``target`` (avx2, avx512, native, JSON), ``logs`` (file, dir or list),
-    ``cache_dir``, ``fallback`` ("untuned" or "never"), ``num_threads``, ``opt_level``;
+    ``cache_dir``, ``fallback`` ("untuned" or "never"), ``num_threads``, ``opt_level``, ``winograd``;
     each overrides the active ``apply_history_best`` block or ``enable`` setting.
     """
     if mode is not None:

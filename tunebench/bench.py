@@ -80,6 +80,7 @@ class BenchResult:
     flop: float
     flop_source: str
     iters: int
+    settle: int  # untimed calls of a column right before each of its samples
     warmup: int
     log: str | None
     columns: list[Column]
@@ -119,6 +120,7 @@ class BenchResult:
             "flop_source": self.flop_source,
             "iters": self.iters,
             "warmup": self.warmup,
+            "settle": self.settle,
             "log": self.log,
             "lower_s": self.lower_s,
             "tolerance": {"rtol": RTOL, "atol": ATOL},
@@ -228,6 +230,8 @@ def run_bench(
     target: str | None = None,
     iters: int = 30,
     warmup: int = 3,
+    settle: int = 0,
+    winograd: bool = False,
     untuned: bool | None = None,
     command: str | None = None,
 ) -> BenchResult:
@@ -257,14 +261,14 @@ def run_bench(
     eager.fn, eager.compile_s = (lambda: module(*inputs)), 0.0
     inductor.fn = _inductor(module, inputs)
 
-    lower_s, tasks_flop = _tvm_columns(module, inputs, spec, history, flop, untuned, untuned_col, tuned)
+    lower_s, tasks_flop = _tvm_columns(module, inputs, spec, history, flop, untuned, untuned_col, tuned, winograd)
     if not flop and tasks_flop:  # e.g. a model of ops FlopCounterMode does not count
         flop, flop_source = tasks_flop, "TVM task FLOP sum"
 
     columns = [eager, inductor, untuned_col, tuned]
     with torch.no_grad():
         _check(columns, ref)
-        _time(columns, iters, warmup)
+        _time(columns, iters, warmup, settle)
     return BenchResult(
         model=model,
         batch=int(inputs[0].shape[0]),
@@ -274,6 +278,7 @@ def run_bench(
         flop=flop,
         flop_source=flop_source,
         iters=iters,
+        settle=settle,
         warmup=warmup,
         log=str(log) if log is not None else None,
         columns=columns,
@@ -293,7 +298,15 @@ def _inductor(module: Any, inputs: tuple[Any, ...]) -> Callable[[], Any]:
 
 
 def _tvm_columns(
-    module: Any, inputs: tuple[Any, ...], spec: Any, history: Any, flop: float, untuned: bool | None, untuned_col: Column, tuned: Column
+    module: Any,
+    inputs: tuple[Any, ...],
+    spec: Any,
+    history: Any,
+    flop: float,
+    untuned: bool | None,
+    untuned_col: Column,
+    tuned: Column,
+    winograd: bool = False,
 ) -> tuple[float | None, float]:
     """Lower once (shared by both TVM columns), then build each; returns (lowering secs, task FLOP sum).
 
@@ -325,7 +338,7 @@ def _tvm_columns(
             continue
         try:
             t0 = time.perf_counter()
-            compiled = compile_model(lowered.relax_mod, spec, log, source=lowered.source)
+            compiled = compile_model(lowered.relax_mod, spec, log, source=lowered.source if winograd else None)
             col.compile_s = lower_s + time.perf_counter() - t0
         except Exception as e:  # a build that fails is a column that cannot run
             col.skip(f"build failed: {_first_line(e)}")
@@ -354,8 +367,13 @@ def _check(columns: list[Column], ref: Any) -> None:
             col.fail(why)
 
 
-def _time(columns: list[Column], iters: int, warmup: int) -> None:
-    """Warm up, then time one sample per column per round, rounds interleaved (A B C A B C ...)."""
+def _time(columns: list[Column], iters: int, warmup: int, settle: int = 0) -> None:
+    """Warm up, then time one sample per column per round, rounds interleaved (A B C A B C ...).
+
+    ``settle`` untimed calls precede each sample: the first call after another column also pays
+    for that column's runtime winding down (libgomp's threads spin for a while after each parallel
+    region, TVM's pool likewise), which a process running one of them alone never pays.
+    """
     live = [c for c in columns if c.fn is not None]
     for col in live:
         warm = []
@@ -369,6 +387,8 @@ def _time(columns: list[Column], iters: int, warmup: int) -> None:
     try:
         for _ in range(iters):
             for col in live:
+                for _ in range(settle):
+                    col.fn()  # type: ignore[misc]
                 t0 = time.perf_counter()
                 for _ in range(col.calls_per_sample):
                     col.fn()  # type: ignore[misc]
@@ -401,8 +421,9 @@ def table(result: BenchResult) -> Any:
     from rich.table import Table
 
     shapes = ", ".join("x".join(map(str, s)) for s in result.input_shapes)
+    settle = f", {result.settle} untimed settling call(s) before each sample" if result.settle else ""
     t = Table(
-        title=f"{result.model} ({shapes}), {result.threads['torch']} torch / {result.threads['tvm']} TVM threads, {result.iters} interleaved rounds",
+        title=f"{result.model} ({shapes}), {result.threads['torch']} torch / {result.threads['tvm']} TVM threads, {result.iters} interleaved rounds{settle}",
         caption=f"speedup = {SPEEDUP}; {result.flop / 1e6:.1f} MFLOP per call ({result.flop_source})",
     )
     for name in ("column", "status", "compile s", "median ms", "p10-p90 ms", "GFLOP/s", "speedup", "note"):

@@ -124,6 +124,8 @@ def bench(
     threads: Annotated[Optional[int], typer.Option(help="torch and TVM threads (default: physical cores)")] = None,
     iters: Annotated[int, typer.Option(help="timed rounds, one sample per column each (A B C A B C ...)")] = 30,
     warmup: Annotated[int, typer.Option(help="untimed calls per column before timing")] = 3,
+    settle: Annotated[int, typer.Option(help="untimed calls of a column right before each of its samples (0: strict A B C alternation)")] = 0,
+    winograd: Annotated[bool, typer.Option("--winograd", help="serve Winograd for conv shapes whose Winograd records beat the direct ones")] = False,
     untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only under 0.5 GFLOP)")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
@@ -138,6 +140,8 @@ def bench(
         target=target,
         iters=iters,
         warmup=warmup,
+        settle=settle,
+        winograd=winograd,
         untuned=untuned,
         command="tunebench " + shlex.join(sys.argv[1:]),
     )

@@ -44,6 +44,7 @@ class ServingConfig:
     fallback: str = "untuned"
     cache_dir: Path | None = None
     num_threads: int | None = None
+    winograd: bool = False  # let conv shapes whose Winograd records win run as Winograd (dispatch.choose_lowering)
     token: int = field(default_factory=lambda: next(_tokens))
 
 
@@ -55,6 +56,7 @@ def make_config(
     fallback: str = "untuned",
     cache_dir: str | os.PathLike[str] | None = None,
     num_threads: int | None = None,
+    winograd: bool = False,
 ) -> ServingConfig:
     """Validate settings and read the logs (or take a ``HistoryLog``) once.
 
@@ -84,6 +86,7 @@ def make_config(
         fallback=fallback,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
         num_threads=num_threads,
+        winograd=bool(winograd),
     )
 
 

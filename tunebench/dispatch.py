@@ -206,7 +206,8 @@ def compile_model(relax_mod: Any, target: TargetSpec, log: HistoryLog | None = N
     """Apply the best usable records from ``log`` (if any) and build: the model, ready to call.
 
     With ``source`` (the module ``relax_mod`` was lowered from), conv shapes whose Winograd tasks
-    the log measured faster are lowered again as Winograd first (``choose_lowering``).
+    the log measured faster are lowered again as Winograd first (``choose_lowering``). Opt-in:
+    records are timed with warm caches, which flatters Winograd's 4x larger kernels (see README).
     """
     winograd: list[Any] = []
     best = best_records(log, target) if log is not None and log.records else {}
