@@ -129,9 +129,9 @@ def choose_lowering(source: Any, direct: Any, target: TargetSpec, log: HistoryLo
     to and the shapes lowered as Winograd. Logs without Winograd workloads cost nothing here.
     """
     from .frontend import optimize
-    from .winograd import TASK_MARK, signatures
+    from .winograd import in_log, signatures
 
-    if log is None or not any(TASK_MARK in w.task for w in log.workloads.values()):
+    if log is None or not in_log(log):
         return direct, []
     convs = signatures(source)
     if not convs:

@@ -125,9 +125,9 @@ def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
     from .api import lower_model
     from .target import resolve_target
     from .tasks import model_latency
-    from .winograd import TASK_MARK
+    from .winograd import in_log
 
-    winograd = any(TASK_MARK in w.task for w in log.workloads.values())
+    winograd = in_log(log)
     out = []
     for config in sorted({canonical(r.target) for r in log.records}):
         spec = resolve_target(json.dumps(json.loads(config)), check=False)

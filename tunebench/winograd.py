@@ -114,6 +114,11 @@ def legalize_map(selected: Collection[ConvSig]) -> dict[str, Any]:
     return {"relax.nn.conv2d": legalize}
 
 
+def in_log(log: Any) -> bool:
+    """Whether a ``HistoryLog`` holds Winograd workloads (their task names carry ``TASK_MARK``)."""
+    return any(TASK_MARK in w.task for w in log.workloads.values())
+
+
 def task_signature(task_mod: Any, sigs: Iterable[ConvSig]) -> tuple[ConvSig, str] | None:
     """Which eligible conv a fused task computes, and how (``direct`` or ``winograd``).
 
