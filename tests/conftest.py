@@ -20,12 +20,12 @@ PATIENT = MeasureConfig(build_timeout=300, run_timeout=60)
 
 @pytest.fixture(scope="session")
 def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 trials on each of tiny_conv's 2 tasks, every task with at least one successful record."""
+    """4 trials on each of tiny_conv's 2 tasks (NCHW layout), every task with at least one successful record."""
     from tunebench import api
     from tunebench.records import read_log
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.jsonl"
-    state = api.tune(TINY, "avx2", log=path, trials=8, trials_per_task=4, measure=PATIENT)
+    state = api.tune(TINY, "avx2", log=path, trials=8, trials_per_task=4, layout="nchw", measure=PATIENT)
     assert state.new_trials == 8
     tasks = {t.workload_key for t in api.lower_model(TINY, "avx2").tasks}
     assert set(read_log(path).best()) == tasks, "the tiny tuning run left a task without a successful record"

@@ -22,7 +22,7 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
     # tests could not show that --threads reaches TVM
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "tunebench.cli", "bench", TINY, "--log", str(tiny_log), "--iters", "5", "--warmup", "1", "--settle", "1", "--threads", "2"]
-    cmd += ["--json", str(out)]
+    cmd += ["--torch-isa", "avx2", "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
@@ -35,12 +35,21 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
         assert c["gflops"] == pytest.approx(data["flop"] / c["median_s"] / 1e9)
         assert c["compile_s"] is not None and c["max_abs_err"] <= 1e-3
     applied = len(read_log(tiny_log).best())
-    assert cols[bench.TUNED]["coverage"] == f"{applied}/2 tasks tuned"
+    assert cols[bench.TUNED]["coverage"] == f"{applied}/2 tasks tuned, nchw layout", "the layout the log was tuned in"
     assert cols[bench.UNTUNED]["coverage"] == "0/2 tasks tuned"
     assert data["flop"] > 0 and data["threads"] == {"torch": 2, "tvm": 2} and data["settle"] == 1
     assert data["target"]["mcpu"] == "core-avx2"  # no --target: the one the log was tuned for
     assert data["command"].startswith("tunebench ") and data["versions"]["tvm"] and data["host"]["cpu"] and data["date"]
     assert "inductor" in result.stdout and "eager_median / column_median" in result.stdout
+    assert data["torch_isa"]["ONEDNN_MAX_CPU_ISA"] == "AVX2" and data["torch_isa"]["aten_capability"], "oneDNN capped at the log's ISA"
+    assert "oneDNN capped at AVX2" in result.stdout
+
+
+def test_torch_isa_needs_a_fresh_process() -> None:
+    with pytest.raises(TunebenchError, match="unknown --torch-isa 'sse4'"):
+        bench.run_bench(TINY, torch_isa="sse4")
+    with pytest.raises(TunebenchError, match="before torch is imported"):
+        bench.run_bench(TINY, torch_isa="avx2")
 
 
 def test_wrong_outputs_are_failed_not_timed(tiny_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:

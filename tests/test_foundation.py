@@ -119,10 +119,14 @@ def test_cli_models_lists_the_zoo() -> None:
 
 
 def test_cli_tasks_prints_task_table() -> None:
-    out = run_cli("tasks", "resnet18", "--target", "avx2")
+    out = run_cli("tasks", "resnet18", "--target", "avx2", "--layout", "nchw")
     assert out.returncode == 0, out.stderr
     assert "22 tuning tasks" in out.stdout
     assert "conv2d_nchw" in out.stdout and "total" in out.stdout
+    # the default blocked layout: every conv but the 3-channel stem blocked, plus 2 layout changes
+    out = run_cli("tasks", "resnet18", "--target", "avx2")
+    assert out.returncode == 0, out.stderr
+    assert "24 tuning tasks" in out.stdout and "conv2d_NCHWc" in out.stdout
 
 
 UNCAPTURABLE = """

@@ -88,7 +88,7 @@ def test_tune_measures_on_every_server_of_the_fleet(fleet, tmp_path):
 
     log = tmp_path / "fleet.jsonl"
     measure = MeasureConfig(workers=2, repeat=1, min_repeat_ms=1, build_timeout=300, run_timeout=60, rpc=fleet.tracker, rpc_key=KEY)
-    state = tune(TINY, "avx2", log=log, trials_per_task=4, tuner="random", measure=measure)
+    state = tune(TINY, "avx2", log=log, trials_per_task=4, tuner="random", layout="nchw", measure=measure)
     assert state.new_trials == 8
 
     records = rec.read_log(log).records

@@ -15,6 +15,7 @@ from conftest import PATIENT, TINY
 
 from tunebench import api, records
 from tunebench.errors import TunebenchError
+from tunebench.measure import COLD_REPEAT
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {"type", "v", "key", "trace", "args_info", "run_secs", "error", "target", "host", "tvm", "time"}
@@ -39,8 +40,9 @@ def test_log_holds_every_field(tiny_log: Path) -> None:
         assert r["target"]["mcpu"] == "core-avx2"
         assert {"cpu", "isa", "cores", "tvm"} <= set(r["host"])
         assert r["trace"] and r["args_info"]
+        assert r["protocol"] == "cold", "new records are timed with flushed caches"
         if r["error"] is None:
-            assert len(r["run_secs"]) == 3 and all(0 < s < 1 for s in r["run_secs"]), "repeated timings per candidate"
+            assert len(r["run_secs"]) == COLD_REPEAT and all(0 < s < 1 for s in r["run_secs"]), "repeated timings per candidate"
     assert sum(r["error"] is None for r in recs) >= 4, "most candidates of a conv build and run"
 
 
@@ -56,10 +58,10 @@ def test_records_round_trip_into_metaschedule(tiny_log: Path) -> None:
 def test_resume_adds_only_the_new_budget(tiny_log: Path, tmp_path: Path) -> None:
     path = tmp_path / "resume.jsonl"
     shutil.copy(tiny_log, path)
-    state = api.tune(TINY, "avx2", log=path, trials=12, measure=PATIENT)
+    state = api.tune(TINY, "avx2", log=path, trials=12, layout="nchw", measure=PATIENT)
     assert state.new_trials == 4
     assert len(record_lines(path)) == 12
-    again = api.tune(TINY, "avx2", log=path, trials=12, measure=PATIENT)
+    again = api.tune(TINY, "avx2", log=path, trials=12, layout="nchw", measure=PATIENT)
     assert again.new_trials == 0 and "already spent" in again.stopped_by
     assert len(record_lines(path)) == 12
 
@@ -69,7 +71,7 @@ def test_per_task_cap_skips_finished_tasks(tiny_log: Path, tmp_path: Path) -> No
     shutil.copy(tiny_log, path)
     per_task = records.read_log(path).trials()
     cap = max(per_task.values()) + 2
-    state = api.tune(TINY, "avx2", log=path, trials_per_task=cap, measure=PATIENT)
+    state = api.tune(TINY, "avx2", log=path, trials_per_task=cap, layout="nchw", measure=PATIENT)
     after = records.read_log(path).trials()
     assert all(n == cap for n in after.values()), (per_task, after)
     assert state.new_trials == sum(cap - n for n in per_task.values())

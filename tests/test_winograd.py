@@ -56,13 +56,20 @@ def test_the_faster_implementation_per_conv_shape_is_chosen() -> None:
     for fast, expected in (("winograd", 2), ("direct", 0)):
         latency = {"direct": 1e-3, "winograd": 1e-3, "other": 1e-4, fast: 1e-4}
         log = _fake_log(lowered.tasks, latency)
-        mod, chosen = dispatch.choose_lowering(lowered.source, lowered.relax_mod, spec, log, dispatch.best_records(log, spec))
+        chosen, mod = dispatch.winograd_shapes(lowered.source, lowered.relax_mod, spec, log, dispatch.best_records(log, spec))
         assert len(chosen) == expected
         names = {t.name for t in dispatch.extract_tasks(mod, spec)}
         assert any(TASK_MARK in n for n in names) == (expected > 0)
+    # a warm Winograd time never beats a cold direct one
+    log = _fake_log(lowered.tasks, {"direct": 1e-3, "winograd": 1e-4, "other": 1e-4})
+    warm = {t.workload_key for t in lowered.tasks if t.impl == "winograd"}
+    for r in log.records:
+        r.protocol = "warm" if r.key in warm else "cold"
+    chosen, _ = dispatch.winograd_shapes(lowered.source, lowered.relax_mod, spec, log, dispatch.best_records(log, spec))
+    assert chosen == []
     # a Winograd task without a record never wins, however fast its sibling
     log = _fake_log([t for t in lowered.tasks if not (t.impl == "winograd" and t.conv == lowered.tasks[0].conv)], latency)
-    _, chosen = dispatch.choose_lowering(lowered.source, lowered.relax_mod, spec, log, dispatch.best_records(log, spec))
+    chosen, _ = dispatch.winograd_shapes(lowered.source, lowered.relax_mod, spec, log, dispatch.best_records(log, spec))
     assert lowered.tasks[0].conv not in chosen
 
 
@@ -70,17 +77,17 @@ def test_tune_both_then_serve_the_faster_one(tmp_path: Path) -> None:
     from tunebench.zoo import get_model
 
     log_path = tmp_path / "wino.jsonl"
-    state = api.tune(TINY, "avx2", log=log_path, trials_per_task=2, winograd=True, measure=PATIENT)
+    state = api.tune(TINY, "avx2", log=log_path, trials_per_task=2, winograd=True, layout="nchw", measure=PATIENT)
     assert {s.task.impl for s in state.states} >= {"direct", "winograd"}
     log = read_log(log_path)
     lowered = api.lower_model(TINY, "avx2")
-    compiled = dispatch.compile_model(lowered.relax_mod, lowered.target, log, source=lowered.source)
+    compiled = dispatch.compile_model(lowered.relax_mod, lowered.target, log, source=lowered.source, winograd=True)
     assert compiled.coverage.complete, str(compiled.coverage)
     best = dispatch.best_records(log, lowered.target)
     both = api.lower_model(TINY, "avx2", winograd=True).tasks
     for conv in signatures(lowered.source):
         cost = {impl: sum(t.weight * best[t.workload_key].latency for t in both if t.conv == conv and t.impl == impl) for impl in ("direct", "winograd")}
-        assert (conv in compiled.winograd) == (cost["winograd"] < cost["direct"])
+        assert (conv in compiled.lowering.winograd) == (cost["winograd"] < cost["direct"])
     module, (x,) = get_model(TINY)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)

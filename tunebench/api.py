@@ -20,11 +20,12 @@ class LoweredModel:
 
     name: str
     target: TargetSpec
-    relax_mod: Any  # fused, direct convs: what records are applied to unless Winograd wins
+    relax_mod: Any  # fused, direct convs in ``layout``: what records are applied to unless another lowering wins
     tasks: list[Any]
     example_inputs: tuple[Any, ...]
     model: Any
     source: Any = None  # the Relax module as imported, before legalization and fusion
+    layout: str = "nchw"  # layout.LAYOUTS
 
 
 def lower_model(
@@ -33,12 +34,16 @@ def lower_model(
     example_inputs: tuple[Any, ...] | None = None,
     num_cores: int | None = None,
     winograd: bool = False,
+    layout: str = "nchw",
 ) -> LoweredModel:
     """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks.
 
-    ``winograd`` adds the Winograd tasks of every eligible 3x3 conv to the direct ones, so a search
-    tunes both implementations and serving can pick the faster per conv shape.
+    ``layout="blocked"`` lowers the convs in NCHW[x]c (``tunebench.layout``), the faster choice
+    measured here; "nchw" is what logs tuned before it hold. ``winograd`` (NCHW only) adds the
+    Winograd tasks of every eligible 3x3 conv to the direct ones, so a search tunes both
+    implementations and serving can pick the faster per conv shape.
     """
+    from .errors import TunebenchError
     from .frontend import lower, optimize
     from .tasks import extract_tasks
     from .winograd import signatures
@@ -53,14 +58,16 @@ def lower_model(
         if example_inputs is None:
             raise TypeError("example_inputs are required when passing an nn.Module")
         name, module, inputs = type(model).__name__, model, tuple(example_inputs)
-    source, relax_mod = lower(module, inputs, spec)
-    convs = signatures(source)
+    if winograd and layout != "nchw":
+        raise TunebenchError("Winograd convs compete in the NCHW layout only: use --layout nchw with --winograd")
+    source, relax_mod = lower(module, inputs, spec, layout)
+    convs = signatures(source) if layout == "nchw" else []
     tasks = extract_tasks(relax_mod, spec, convs)
     if winograd and convs:
         known = {t.workload_key for t in tasks}
         tasks += [t for t in extract_tasks(optimize(source, spec, convs), spec, convs) if t.workload_key not in known]
         tasks.sort(key=lambda t: (-t.total_flop, t.name))
-    return LoweredModel(name, spec, relax_mod, tasks, inputs, module, source)
+    return LoweredModel(name, spec, relax_mod, tasks, inputs, module, source, layout)
 
 
 def default_log_path(model: str, target: TargetSpec) -> Path:
@@ -82,17 +89,18 @@ def tune(
     example_inputs: tuple[Any, ...] | None = None,
     num_cores: int | None = None,
     winograd: bool = False,
+    layout: str = "blocked",
     measure: Any = None,
     reporter: Any = None,
 ) -> Any:
-    """Tune every task of ``model`` and append the measurements to its history log.
+    """Tune every task of ``model`` (lowered in ``layout``) and append the measurements to its history log.
 
     Re-running with the same log resumes: the budget counts what the log already holds.
     Returns the search state (per-task trials and best latencies, how the search stopped).
     """
     from .search import tune_tasks
 
-    lowered = lower_model(model, target, example_inputs, num_cores, winograd)
+    lowered = lower_model(model, target, example_inputs, num_cores, winograd, layout)
     log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
     kwargs = {"reporter": reporter} if reporter else {}
     return tune_tasks(

@@ -186,9 +186,7 @@ def _lower_and_build(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], 
 
     arity = len([n for n in sub.graph.nodes if n.op == "placeholder"])
     source = frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples)))
-    mod = frontend.optimize(source, cfg.target)
-    if cfg.winograd:
-        mod, _ = choose_lowering(source, mod, cfg.target, cfg.log, cfg.best)
+    mod = choose_lowering(source, frontend.optimize(source, cfg.target), "nchw", cfg.target, cfg.log, cfg.best, cfg.winograd).mod
     scheduled, coverage = apply_records(mod, cfg.target, cfg.log, cfg.best)
     if coverage.missing and cfg.fallback == "untuned":
         return Entry("pytorch", len(coverage.tasks), coverage.applied)

@@ -14,6 +14,7 @@ import datetime
 import gc
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ RTOL, ATOL = 1e-3, 1e-3
 # A sample shorter than this is mostly timer and scheduler noise: tiny models call several times per sample.
 MIN_SAMPLE_S = 1e-3
 SPEEDUP = "eager_median / column_median (>1: faster than eager)"
+# --torch-isa: the environment oneDNN reads when PyTorch loads it, capping the instruction set of
+# its convolutions and matmuls (most of a CNN's time). On a host whose AVX-512 FMAs are twice as wide
+# as AVX2's, eager runs AVX-512 kernels; capping them gives the same-ISA comparison for an avx2 log.
+# ATen's own cap (ATEN_CPU_CAPABILITY=avx2) is left alone: with it, torch 2.13's inductor returned
+# NaN for a two-conv model on this project's machine. The JSON records ATen's capability.
+TORCH_ISA = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}}
 
 
 class _Skip(Exception):
@@ -84,6 +91,7 @@ class BenchResult:
     warmup: int
     log: str | None
     columns: list[Column]
+    torch_isa: dict[str, str] = field(default_factory=dict)  # the caps --torch-isa set, and ATen's capability
     lower_s: float | None = None
     command: str | None = None
     date: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
@@ -116,6 +124,7 @@ class BenchResult:
             # libgomp's wait policy moves eager by ~50% here (PASSIVE slows it, an explicit ACTIVE spins
             # against TVM's pool): the numbers mean nothing without it
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)"),
+            "torch_isa": self.torch_isa,
             "flop": self.flop,
             "flop_source": self.flop_source,
             "iters": self.iters,
@@ -233,12 +242,15 @@ def run_bench(
     settle: int = 0,
     winograd: bool = False,
     untuned: bool | None = None,
+    torch_isa: str | None = None,
     command: str | None = None,
 ) -> BenchResult:
     """Benchmark ``model`` (zoo name or ``file.py:factory``) in the four columns.
 
     ``untuned=None`` runs the untuned TVM column only for models under UNTUNED_GFLOP_LIMIT.
+    ``torch_isa`` (a ``TORCH_ISA`` key) caps PyTorch's instruction set; torch must not be imported yet.
     """
+    isa_env = _cap_torch_isa(torch_isa)
     import torch
 
     from .dispatch import target_for_log
@@ -286,7 +298,21 @@ def run_bench(
         command=command,
         host=host_fingerprint(),
         versions=_versions(),
+        torch_isa={**isa_env, "aten_capability": torch.backends.cpu.get_cpu_capability()},
     )
+
+
+def _cap_torch_isa(isa: str | None) -> dict[str, str]:
+    """Set the environment that caps PyTorch's ISA; returns it (empty without ``isa``)."""
+    if isa is None:
+        return {}
+    if isa not in TORCH_ISA:
+        raise TunebenchError(f"unknown --torch-isa {isa!r}; choose one of: {', '.join(TORCH_ISA)}")
+    env = TORCH_ISA[isa]
+    if "torch" in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
+        raise TunebenchError("--torch-isa must be set before torch is imported: run the bench in a fresh process")
+    os.environ.update(env)
+    return dict(env)
 
 
 def _inductor(module: Any, inputs: tuple[Any, ...]) -> Callable[[], Any]:
@@ -338,13 +364,13 @@ def _tvm_columns(
             continue
         try:
             t0 = time.perf_counter()
-            compiled = compile_model(lowered.relax_mod, spec, log, source=lowered.source if winograd else None)
+            compiled = compile_model(lowered.relax_mod, spec, log, source=lowered.source, layout=lowered.layout, winograd=winograd)
             col.compile_s = lower_s + time.perf_counter() - t0
         except Exception as e:  # a build that fails is a column that cannot run
             col.skip(f"build failed: {_first_line(e)}")
             continue
         col.fn = lambda c=compiled: c(*inputs)
-        col.coverage = str(compiled.coverage) + (f", Winograd for {len(compiled.winograd)} conv shape(s)" if compiled.winograd else "")
+        col.coverage = f"{compiled.coverage}, {compiled.lowering}" if log is not None else str(compiled.coverage)
     return lower_s, sum(t.total_flop for t in lowered.tasks)
 
 
@@ -422,6 +448,8 @@ def table(result: BenchResult) -> Any:
 
     shapes = ", ".join("x".join(map(str, s)) for s in result.input_shapes)
     settle = f", {result.settle} untimed settling call(s) before each sample" if result.settle else ""
+    if result.torch_isa.get("ONEDNN_MAX_CPU_ISA"):
+        settle += f", PyTorch's oneDNN capped at {result.torch_isa['ONEDNN_MAX_CPU_ISA']}"
     t = Table(
         title=f"{result.model} ({shapes}), {result.threads['torch']} torch / {result.threads['tvm']} TVM threads, {result.iters} interleaved rounds{settle}",
         caption=f"speedup = {SPEEDUP}; {result.flop / 1e6:.1f} MFLOP per call ({result.flop_source})",

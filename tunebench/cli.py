@@ -27,6 +27,7 @@ LogTargetOpt = Annotated[
     Optional[str], typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict (default: the one LOG was tuned for, else avx2)")
 ]
 WinogradOpt = Annotated[bool, typer.Option("--winograd", help="also the Winograd implementation of each 3x3 stride-1 conv, to compete with the direct one")]
+LayoutOpt = Annotated[str, typer.Option(help="conv layout: blocked (NCHW[x]c, vector-width channel blocks) or nchw")]
 CoresOpt = Annotated[Optional[int], typer.Option("--num-cores", help="threads per kernel (default: physical cores)")]
 
 
@@ -53,11 +54,11 @@ def models() -> None:
 
 
 @app.command()
-def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, winograd: WinogradOpt = False) -> None:
+def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, winograd: WinogradOpt = False, layout: LayoutOpt = "blocked") -> None:
     """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks."""
     from .api import lower_model
 
-    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd)
+    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout)
     table = Table(title=f"{model}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
     for col in ("#", "task", "anchor op", "conv (impl)", "MFLOP", "x", "MFLOP total"):
         table.add_column(col, justify="left" if col in ("task", "anchor op", "conv (impl)") else "right")
@@ -84,6 +85,10 @@ def tune(
     rpc: Annotated[Optional[str], typer.Option(help="measure on an RPC tracker's servers, HOST:PORT")] = None,
     rpc_key: Annotated[Optional[str], typer.Option(help="device key the RPC servers registered under")] = None,
     winograd: WinogradOpt = False,
+    layout: LayoutOpt = "blocked",
+    protocol: Annotated[
+        str, typer.Option(help="timing: cold (caches flushed of all but the input before each call, as inside a model) or warm (repeated calls)")
+    ] = "cold",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view; one line per batch")] = False,
 ) -> None:
     """Search schedules for every task of MODEL; resumable, every batch appended to the log."""
@@ -107,7 +112,8 @@ def tune(
         more=more,
         tuner=tuner,
         winograd=winograd,
-        measure=MeasureConfig(workers=spec.num_cores, rpc=rpc, rpc_key=rpc_key),
+        layout=layout,
+        measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key),
         reporter=reporter,
     )
     summary(state, console, str(log_path), "tunebench " + shlex.join(sys.argv[1:]))
@@ -127,6 +133,7 @@ def bench(
     settle: Annotated[int, typer.Option(help="untimed calls of a column right before each of its samples (0: strict A B C alternation)")] = 0,
     winograd: Annotated[bool, typer.Option("--winograd", help="serve Winograd for conv shapes whose Winograd records beat the direct ones")] = False,
     untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only under 0.5 GFLOP)")] = None,
+    torch_isa: Annotated[Optional[str], typer.Option(help="cap PyTorch's instruction set (avx2, avx512): a same-ISA comparison")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
     """Time MODEL in PyTorch eager, torch.compile (inductor) and tunebench untuned/tuned, interleaved."""
@@ -143,6 +150,7 @@ def bench(
         settle=settle,
         winograd=winograd,
         untuned=untuned,
+        torch_isa=torch_isa,
         command="tunebench " + shlex.join(sys.argv[1:]),
     )
     out = console if console.is_terminal else Console(width=160)  # piped (make, logs): keep each row on one line
@@ -160,11 +168,12 @@ def plot(
     bench_json: Annotated[Optional[Path], typer.Option(help="take the eager latency from a tunebench bench --json file")] = None,
     model: Annotated[Optional[str], typer.Option(help="count the model's tasks, not just those the log has met")] = None,
     target: TargetOpt = "avx2",
+    layout: Annotated[str, typer.Option(help="with --model: the conv layout whose tasks count (blocked or nchw)")] = "nchw",
 ) -> None:
     """Plot LOG's tuning curve: estimated model latency against trials and wall time."""
     from .plot import plot_log
 
-    curve = plot_log(log, out, eager_ms=eager_ms, bench_json=bench_json, model=model, target=target)
+    curve = plot_log(log, out, eager_ms=eager_ms, bench_json=bench_json, model=model, target=target, layout=layout)
     _, complete = curve.split()
     if curve.latency_s[complete]:
         est = f"estimate {curve.latency_s[complete][0] * 1e3:.2f} ms at trial {curve.first_complete}, {curve.latency_s[-1] * 1e3:.2f} ms now"

@@ -12,9 +12,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import HistoryLog, Record
+from .records import PROTOCOLS, HistoryLog, Record
 from .target import MCPU_FLAGS, PRESETS, TargetSpec, canonical, cpu_flags, preset_of, resolve_target
-from .tasks import Task, conv_costs, extract_tasks
+from .tasks import Task, conv_costs, extract_tasks, model_latency
 
 
 class ForeignRecordWarning(UserWarning):
@@ -120,32 +120,83 @@ def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, be
         return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(relax_mod), coverage
 
 
-def choose_lowering(source: Any, direct: Any, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record]) -> tuple[Any, list[Any]]:
+@dataclass
+class Lowering:
+    """One way to lower a model, and what the log says of it."""
+
+    mod: Any
+    layout: str  # layout.LAYOUTS
+    winograd: list[Any] = field(default_factory=list)  # conv shapes lowered as Winograd
+    estimate: tuple[int, float] = (len(PROTOCOLS), float("inf"))  # (worst timing protocol, seconds): lower is better
+
+    def __str__(self) -> str:
+        return f"{self.layout} layout" + (f", Winograd for {len(self.winograd)} conv shape(s)" if self.winograd else "")
+
+
+def choose_lowering(
+    source: Any, given: Any, given_layout: str, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record], winograd: bool = False
+) -> Lowering:
+    """The lowering of ``source`` the log says runs fastest.
+
+    Candidates: ``given`` (``source`` already lowered in ``given_layout``), the other layout when
+    the log holds its workloads, and with ``winograd`` the NCHW lowering with each conv shape in
+    the implementation the log measured faster (``winograd_shapes``). Each candidate's estimate is
+    ``tasks.model_latency`` over the best records; a candidate with a task lacking a record never
+    wins, and one resting on any warm record loses to one timed cold throughout (latencies of two
+    protocols are not comparable). ``given`` is kept when no candidate is fully covered.
+    """
+    from .frontend import optimize
+    from .layout import in_log
+
+    if log is None or not log.records:
+        return Lowering(given, given_layout)
+    mods = {given_layout: given}
+    if "blocked" not in mods and in_log(log):
+        mods["blocked"] = optimize(source, target, layout="blocked")
+    if "nchw" not in mods:
+        mods["nchw"] = optimize(source, target)
+    options = [Lowering(mod, name) for name, mod in mods.items()]
+    if winograd:
+        shapes, mod = winograd_shapes(source, mods["nchw"], target, log, best)
+        if shapes:
+            options.append(Lowering(mod, "nchw", shapes))
+    for option in options:
+        tasks = extract_tasks(option.mod, target)
+        if all(t.workload_key in best for t in tasks):
+            worst = max(PROTOCOLS.index(best[t.workload_key].protocol) for t in tasks)
+            option.estimate = (worst, model_latency(tasks, lambda t: best[t.workload_key].latency))
+    chosen = min(options, key=lambda o: o.estimate)
+    return chosen if chosen.estimate[0] < len(PROTOCOLS) else options[0]
+
+
+def winograd_shapes(source: Any, direct: Any, target: TargetSpec, log: HistoryLog, best: dict[str, Record]) -> tuple[list[Any], Any]:
     """Per Winograd-eligible conv shape, the implementation the log measured faster.
 
-    ``direct`` is ``source`` lowered with direct convs. A shape goes Winograd only when every one of
-    its Winograd tasks has a record and their weighted latency sum beats the direct tasks' (a
-    direct task without a record counts as infinitely slow). Returns the module to apply records
-    to and the shapes lowered as Winograd. Logs without Winograd workloads cost nothing here.
+    ``direct`` is ``source`` lowered with direct NCHW convs. A shape goes Winograd only when every
+    one of its Winograd tasks has a record and their weighted latency sum beats the direct tasks' (a
+    direct task without a record counts as infinitely slow), all timed under one protocol (a warm
+    time never beats a cold one). Returns the shapes lowered as Winograd and the module.
     """
     from .frontend import optimize
     from .winograd import in_log, signatures
 
-    if log is None or not in_log(log):
-        return direct, []
+    if not in_log(log):
+        return [], direct
     convs = signatures(source)
     if not convs:
-        return direct, []
+        return [], direct
     every = optimize(source, target, convs)
     inf = float("inf")
-    _, costs = conv_costs(
-        {t.workload_key: t for mod in (direct, every) for t in extract_tasks(mod, target, convs)}.values(),
-        lambda t: best[t.workload_key].latency if t.workload_key in best else inf,
-    )
-    chosen = [c for c in convs if costs.get(c, {}).get("winograd", inf) < costs.get(c, {}).get("direct", inf)]
+    tasks = {t.workload_key: t for mod in (direct, every) for t in extract_tasks(mod, target, convs)}.values()
+    _, costs = conv_costs(tasks, lambda t: best[t.workload_key].latency if t.workload_key in best else inf)
+    protocols: dict[Any, set[str]] = {}
+    for t in tasks:
+        if t.conv is not None and t.workload_key in best:
+            protocols.setdefault(t.conv, set()).add(best[t.workload_key].protocol)
+    chosen = [c for c in convs if len(protocols.get(c, ())) == 1 and costs.get(c, {}).get("winograd", inf) < costs.get(c, {}).get("direct", inf)]
     if not chosen:
-        return direct, []
-    return (every if len(chosen) == len(convs) else optimize(source, target, chosen)), chosen
+        return [], direct
+    return chosen, (every if len(chosen) == len(convs) else optimize(source, target, chosen))
 
 
 def build(relax_mod: Any, target: TargetSpec) -> Any:
@@ -176,13 +227,13 @@ class CompiledModel:
     Inputs and outputs cross by DLPack, so no copy is made at the PyTorch/TVM border.
     """
 
-    def __init__(self, executable: Any, coverage: Coverage, winograd: list[Any] | None = None) -> None:
+    def __init__(self, executable: Any, coverage: Coverage, lowering: Lowering | None = None) -> None:
         import tvm
         from tvm import relax
 
         self.executable = executable
         self.coverage = coverage
-        self.winograd = winograd or []  # conv shapes served by Winograd kernels
+        self.lowering = lowering  # how the model was lowered (layout, Winograd shapes); None: as given
         self.vm = relax.VirtualMachine(executable, tvm.cpu())
         self._main = self.vm["main"]
 
@@ -202,16 +253,20 @@ def _to_torch(out: Any, torch: Any) -> Any:
     return items[0] if len(items) == 1 else tuple(items)
 
 
-def compile_model(relax_mod: Any, target: TargetSpec, log: HistoryLog | None = None, source: Any = None) -> CompiledModel:
+def compile_model(
+    relax_mod: Any, target: TargetSpec, log: HistoryLog | None = None, source: Any = None, layout: str = "nchw", winograd: bool = False
+) -> CompiledModel:
     """Apply the best usable records from ``log`` (if any) and build: the model, ready to call.
 
-    With ``source`` (the module ``relax_mod`` was lowered from), conv shapes whose Winograd tasks
-    the log measured faster are lowered again as Winograd first (``choose_lowering``). Opt-in:
-    records are timed with warm caches, which flatters Winograd's 4x larger kernels (see README).
+    With ``source`` (the module ``relax_mod`` was lowered from, in ``layout``), the model is first
+    lowered the way the log says is fastest (``choose_lowering``): the other conv layout, and with
+    ``winograd`` Winograd convs per shape. Winograd is opt-in: its records so far were timed warm,
+    which flattered its 4x larger kernels (see README).
     """
-    winograd: list[Any] = []
     best = best_records(log, target) if log is not None and log.records else {}
+    lowering = None
     if source is not None:
-        relax_mod, winograd = choose_lowering(source, relax_mod, target, log, best)
+        lowering = choose_lowering(source, relax_mod, layout, target, log, best, winograd)
+        relax_mod = lowering.mod
     scheduled, coverage = apply_records(relax_mod, target, log, best)
-    return CompiledModel(build(scheduled, target), coverage, winograd)
+    return CompiledModel(build(scheduled, target), coverage, lowering)

@@ -48,28 +48,36 @@ def to_relax(exported: Any) -> Any:
         raise TunebenchError(f"the Relax torch frontend cannot lower the model: {msg}") from e
 
 
-def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = ()) -> Any:
+def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layout: str = "nchw") -> Any:
     """Decompose for inference and fuse under the target: the module tasks come from.
 
-    Convs whose shapes are in ``winograd`` (``winograd.ConvSig``) are lowered as Winograd; the
-    rest by the default legalization, so an empty collection gives the direct-conv module.
+    ``layout="blocked"`` runs the convs in the target's NCHW[x]c layout (``layout.convert``).
+    Otherwise convs whose shapes are in ``winograd`` (``winograd.ConvSig``) are lowered as Winograd
+    and the rest by the default legalization, so an empty collection gives the direct-conv module.
     """
     from tvm import relax
 
+    from .layout import LAYOUTS, convert
+
+    if layout not in LAYOUTS:
+        raise TunebenchError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     with target.tvm():
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.CanonicalizeBindings()(mod)
-        if winograd:
+        if layout == "blocked":
+            mod = convert(mod, target)
+        elif winograd:
             from .winograd import legalize_map
 
             mod = relax.transform.LegalizeOps(customize_legalize_map=legalize_map(winograd))(mod)
         return relax.get_pipeline("zero")(mod)
 
 
-def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec) -> tuple[Any, Any]:
-    """Model -> (Relax IRModule as imported, fused IRModule with direct convs).
+def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec, layout: str = "nchw") -> tuple[Any, Any]:
+    """Model -> (Relax IRModule as imported, fused IRModule with direct convs in ``layout``).
 
-    The imported module is kept so that ``dispatch`` can lower it again with Winograd convs.
+    The imported module is kept so that ``dispatch`` can lower it again another way (the other
+    layout, Winograd convs) when the log says that way is faster.
     """
     source = to_relax(export(model, example_inputs))
-    return source, optimize(source, target)
+    return source, optimize(source, target, layout=layout)

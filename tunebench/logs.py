@@ -104,7 +104,7 @@ def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> 
     for (key, _), recs in groups.items():
         w = log.workloads.get(key) or WorkloadEntry(key, "?", 0.0, "", 1)
         ok = [r for r in recs if r.ok]
-        best = min(ok, key=lambda r: r.latency) if ok else None
+        best = min(ok, key=lambda r: r.rank) if ok else None
         rows.append(
             WorkloadRow(w.task, key, w.flop, w.weight, preset_of(recs[0].target), len(recs), len(recs) - len(ok), best, unusable_reason(best) if best else "")
         )
@@ -122,23 +122,31 @@ def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
 
 
 def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
+    """One total per target in the log and per lowering it holds workloads of: NCHW direct convs,
+    NCHW with the faster of direct/Winograd per conv shape, blocked layout ("resnet18 (blocked)")."""
+    from . import layout, winograd
     from .api import lower_model
     from .target import resolve_target
     from .tasks import model_latency
-    from .winograd import in_log
 
-    winograd = in_log(log)
+    lowerings = [("nchw", False)]
+    if winograd.in_log(log):
+        lowerings.append(("nchw, winograd", True))
+    if layout.in_log(log):
+        lowerings.append(("blocked", False))
     out = []
     for config in sorted({canonical(r.target) for r in log.records}):
         spec = resolve_target(json.dumps(json.loads(config)), check=False)
-        try:
-            lowered = lower_model(model, spec, winograd=winograd)
-        except TunebenchError as e:  # e.g. a target this CPU cannot compile for
-            raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
         best = HistoryLog(workloads=log.workloads, records=[r for r in log.records if canonical(r.target) == config]).best()
-        covered = [t for t in lowered.tasks if t.workload_key in best]
-        latency = model_latency(lowered.tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
-        out.append(ModelTotal(model, preset_of(json.loads(config)), len(lowered.tasks), len(covered), latency))
+        for name, with_winograd in lowerings:
+            try:
+                lowered = lower_model(model, spec, winograd=with_winograd, layout=name.split(",")[0])
+            except TunebenchError as e:  # e.g. a target this CPU cannot compile for
+                raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
+            covered = [t for t in lowered.tasks if t.workload_key in best]
+            latency = model_latency(lowered.tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
+            label = f"{model} ({name})" if len(lowerings) > 1 else model
+            out.append(ModelTotal(label, preset_of(json.loads(config)), len(lowered.tasks), len(covered), latency))
     return out
 
 
@@ -164,13 +172,14 @@ def _deduplicated(records: list[Record]) -> list[Record]:
 
 
 def best_k(records: list[Record], top: int) -> list[Record]:
-    """The ``top`` fastest successful records per (workload, target); ties broken by the record itself."""
+    """The ``top`` fastest successful records per (workload, target, timing protocol); ties broken
+    by the record itself. Per protocol: warm records are faster, and must not push out the cold ones."""
     if top < 1:
         raise TunebenchError(f"--top must be at least 1, got {top}")
-    groups: dict[tuple[str, str], list[Record]] = {}
+    groups: dict[tuple[str, str, str], list[Record]] = {}
     for r in records:
         if r.ok:
-            groups.setdefault((r.key, canonical(r.target)), []).append(r)
+            groups.setdefault((r.key, canonical(r.target), r.protocol), []).append(r)
     return [r for recs in groups.values() for r in sorted(recs, key=lambda r: (r.latency, r.identity()))[:top]]
 
 
@@ -203,7 +212,7 @@ def _order(w: WorkloadEntry) -> str:
 
 
 def prune_log(path: str | os.PathLike[str], top: int) -> MergeResult:
-    """Keep the best ``top`` records per (workload, target) of ``path``, replacing it atomically.
+    """Keep the best ``top`` records per (workload, target, protocol) of ``path``, replacing it atomically.
 
     Holds the writers' lock from read to rename, so a ``tune`` appending meanwhile waits and then
     appends to the new file; a crash before the rename leaves the old file as it was.
@@ -223,14 +232,15 @@ def print_summary(summary: LogSummary, console: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"{summary.path}: {len(summary.rows)} workload(s)")
-    for col in ("task", "key", "target", "x", "trials", "failed", "best µs", "GFLOP/s", "measured on", "usable here"):
+    for col in ("task", "key", "target", "x", "trials", "failed", "best µs", "timed", "GFLOP/s", "measured on", "usable here"):
         table.add_column(col, justify="right" if col in ("x", "trials", "failed", "best µs", "GFLOP/s") else "left")
     for row in summary.rows:
         best = f"{row.latency * 1e6:.1f}" if row.best else "-"
         gflops = f"{row.gflops:.1f}" if row.best else "-"
         usable = "-" if row.best is None else (f"no: {row.unusable}" if row.unusable else "yes")
         where = measured_where(row.best) if row.best else "-"
-        table.add_row(row.task, row.key[:10], row.target, str(row.weight), str(row.trials), str(row.errors), best, gflops, where, usable)
+        timed = row.best.protocol if row.best else "-"
+        table.add_row(row.task, row.key[:10], row.target, str(row.weight), str(row.trials), str(row.errors), best, timed, gflops, where, usable)
     console.print(table)
     for t in summary.totals:
         est = f"{t.latency * 1e3:.3f} ms" if t.complete and math.isfinite(t.latency) else "n/a"

@@ -9,7 +9,6 @@ starts only at the first record where all of them have one, and the figure says 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +54,11 @@ def tuning_curve(log: HistoryLog, weights: dict[str, int] | None = None) -> Curv
     total = 0.0  # sum of weight x best over the workloads measured so far
     curve = Curve([], [], [], [], len(weights), len(log.records))
     start = log.records[0].time if log.records else 0.0
+    rank: dict[str, tuple[int, float]] = {}
     for i, r in enumerate(log.records, 1):
-        if r.ok and r.key in weights and r.latency < best.get(r.key, math.inf):
+        if r.ok and r.key in weights and (r.key not in rank or r.rank < rank[r.key]):  # a first cold record may raise the estimate
             total += weights[r.key] * (r.latency - best.get(r.key, 0.0))
-            best[r.key] = r.latency
+            best[r.key], rank[r.key] = r.latency, r.rank
         if best:
             curve.trials.append(i)
             curve.elapsed_s.append(r.time - start)
@@ -67,11 +67,11 @@ def tuning_curve(log: HistoryLog, weights: dict[str, int] | None = None) -> Curv
     return curve
 
 
-def model_weights(model: str, target: str = "avx2") -> dict[str, int]:
-    """Workload key -> weight for every tuning task of ``model`` (lowers it: seconds, not minutes)."""
+def model_weights(model: str, target: str = "avx2", layout: str = "nchw") -> dict[str, int]:
+    """Workload key -> weight for every tuning task of ``model`` lowered in ``layout`` (seconds, not minutes)."""
     from .api import lower_model
 
-    return {t.workload_key: t.weight for t in lower_model(model, target).tasks}
+    return {t.workload_key: t.weight for t in lower_model(model, target, layout=layout).tasks}
 
 
 def eager_ms_from_bench(path: str | Path) -> float:
@@ -146,12 +146,14 @@ def plot_log(
     bench_json: str | Path | None = None,
     model: str | None = None,
     target: str = "avx2",
+    layout: str = "nchw",
 ) -> Curve:
     """Read a history log and plot it; the eager line comes from ``eager_ms`` or a bench JSON,
-    the workload set from ``model``'s tasks if given, else from the log."""
+    the workload set from ``model``'s tasks in ``layout`` if given, else from the log."""
     from .records import read_log
 
     if eager_ms is None and bench_json is not None:
         eager_ms = eager_ms_from_bench(bench_json)
-    weights = model_weights(model, target) if model else None
-    return plot_curve(read_log(path), out, title=Path(path).name, eager_ms=eager_ms, weights=weights)
+    weights = model_weights(model, target, layout) if model else None
+    title = f"{Path(path).name} [{layout}]" if model else Path(path).name
+    return plot_curve(read_log(path), out, title=title, eager_ms=eager_ms, weights=weights)

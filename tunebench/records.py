@@ -11,6 +11,8 @@ same thing anywhere:
   candidate, failed ones included (they count against the budget on resume). A record timed on
   an RPC server also has ``"measured_on": {"tracker", "key", "server", ...}``; ``host`` stays the
   machine that ran the search and built the candidate (older logs without the field still read).
+  A record timed with flushed caches has ``"protocol": "cold"``; one without the field was timed
+  warm (see ``PROTOCOLS``).
 
 Writing follows Optuna's journal storage: each batch is one ``write`` under an exclusive
 ``flock`` on an ``O_APPEND`` descriptor, then ``fsync``, so concurrent writers never interleave
@@ -38,6 +40,13 @@ from .errors import TunebenchError
 
 FORMAT_VERSION = 1
 LOG_SUFFIX = ".jsonl"
+# How a candidate was timed, in order of preference. "cold": the kernel's arguments other than its
+# input are flushed from the caches before each single call, as inside a model, where a layer's
+# weights were last touched one inference ago. "warm": repeated calls on cached data (MetaSchedule's
+# default), which measured 5-20% faster than the same kernels inside ResNet18 and flatters large
+# weights (Winograd's, a classifier's). Latencies of different protocols are never compared: a
+# workload's best record is its best cold one when it has any.
+PROTOCOLS = ("cold", "warm")
 
 
 def to_plain(obj: Any) -> Any:
@@ -100,6 +109,7 @@ class Record:
     tvm: str
     time: float = field(default_factory=time.time)
     measured_on: dict[str, Any] | None = None  # the RPC server that timed it; None: timed on ``host``
+    protocol: str = "warm"  # one of PROTOCOLS
 
     @property
     def ok(self) -> bool:
@@ -107,8 +117,17 @@ class Record:
 
     @property
     def latency(self) -> float:
-        """Mean measured seconds; +inf for a failed candidate so it never wins a comparison."""
-        return statistics.fmean(self.run_secs) if self.ok else float("inf")  # type: ignore[arg-type]
+        """Measured seconds, +inf for a failed candidate so it never wins a comparison: the mean of
+        a warm record's few long samples, the median of a cold record's many single calls (one
+        preempted call must not move it)."""
+        if not self.ok:
+            return float("inf")
+        return statistics.median(self.run_secs) if self.protocol == "cold" else statistics.fmean(self.run_secs)  # type: ignore[arg-type]
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        """Sort key for "better record": preferred protocol first, then latency."""
+        return (PROTOCOLS.index(self.protocol), self.latency)
 
     def to_json(self) -> dict[str, Any]:
         obj = {
@@ -126,6 +145,8 @@ class Record:
         }
         if self.measured_on is not None:  # local records keep the original shape, byte for byte
             obj["measured_on"] = self.measured_on
+        if self.protocol != "warm":  # likewise warm records, as every log before protocols held
+            obj["protocol"] = self.protocol
         return obj
 
     @classmethod
@@ -141,6 +162,7 @@ class Record:
             tvm=obj["tvm"],
             time=obj["time"],
             measured_on=obj.get("measured_on"),
+            protocol=_protocol(obj.get("protocol", "warm")),
         )
 
     def identity(self) -> str:
@@ -153,7 +175,13 @@ class Record:
         from tvm.s_tir.meta_schedule.database import TuningRecord
 
         target = tvm.target.Target(self.target)
-        return TuningRecord.from_json([self.trace, self.run_secs, target.export(), self.args_info], workload)
+        return TuningRecord.from_json([self.trace, self.ms_run_secs, target.export(), self.args_info], workload)
+
+    @property
+    def ms_run_secs(self) -> list[float] | None:
+        """The samples as MetaSchedule should see them: it ranks by their mean, so a cold record
+        passes its median alone."""
+        return [self.latency] if self.protocol == "cold" and self.ok else self.run_secs
 
 
 @dataclass
@@ -178,10 +206,10 @@ class HistoryLog:
         return counts
 
     def best(self, usable: Any = None) -> dict[str, Record]:
-        """Fastest successful record per workload, among those ``usable(record)`` accepts."""
+        """Best successful record per workload (``Record.rank``), among those ``usable(record)`` accepts."""
         out: dict[str, Record] = {}
         for r in self.records:
-            if r.ok and (usable is None or usable(r)) and (r.key not in out or r.latency < out[r.key].latency):
+            if r.ok and (usable is None or usable(r)) and (r.key not in out or r.rank < out[r.key].rank):
                 out[r.key] = r
         return out
 
@@ -272,6 +300,12 @@ def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     if orphans:
         log.problems.append(f"{path}: {len(orphans)} workload(s) referenced by records but never defined")
     return log
+
+
+def _protocol(name: Any) -> str:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown timing protocol {name!r}")
+    return str(name)
 
 
 def _complete(raw: bytes) -> bool:

@@ -10,15 +10,20 @@ runner) one batch at a time, so that
   evolutionary search starts from and the cost model, count against the budget, and a task whose
   per-task budget is spent is not searched again,
 * budgets are exact (the last batch is cut to what is left), and
-* the task to search next is the one with the largest share of the model's estimated latency.
+* the task to search next is the one with the largest share of the model's estimated latency, and
+* a log timed under another protocol (``records.PROTOCOLS``) carries over: each task's best
+  ``CARRY_OVER`` schedules from it are timed again under this run's protocol before the search
+  goes on, so the new protocol's ranking starts from the old one's winners.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -36,6 +41,7 @@ from .tasks import Task, model_latency
 TUNERS = ("xgb", "random")
 MAX_BATCH = 64
 MIN_BATCH = 8
+CARRY_OVER = 8
 
 
 @dataclass
@@ -45,14 +51,24 @@ class TaskState:
     task: Task
     prior_trials: int = 0
     new_trials: int = 0
-    best: float = math.inf  # seconds
+    best_record: rec.Record | None = None  # by ``Record.rank``
     errors: int = 0
     done: bool = False
     ctx: Any = None
+    carry: list[rec.Record] = field(default_factory=list)  # schedules to time again under this run's protocol
 
     @property
     def trials(self) -> int:
         return self.prior_trials + self.new_trials
+
+    @property
+    def best(self) -> float:
+        """Seconds: the best record's latency (inf before any success)."""
+        return self.best_record.latency if self.best_record is not None else math.inf
+
+    def consider(self, r: rec.Record) -> None:
+        if r.ok and (self.best_record is None or r.rank < self.best_record.rank):
+            self.best_record = r
 
     @property
     def gflops(self) -> float:
@@ -98,8 +114,10 @@ def _quiet(event: str, state: SearchState) -> None:
 
 
 def _priority(s: TaskState) -> tuple[int, float]:
-    """Unmeasured tasks first (round robin), then the largest share of estimated model latency,
-    discounted by the trials already spent on it (returns diminish as a search converges)."""
+    """Carry-over first, then unmeasured tasks (round robin), then the largest share of estimated
+    model latency, discounted by the trials already spent on it (returns diminish as a search converges)."""
+    if s.carry:
+        return (2, -s.trials)
     if s.trials == 0 or not math.isfinite(s.best):
         return (1, -s.trials)
     return (0, s.task.weight * s.best / math.sqrt(1 + s.trials / MAX_BATCH))
@@ -138,9 +156,12 @@ def tune_tasks(
     counts: dict[str, int] = {}
     for r in same_target:
         counts[r.key] = counts.get(r.key, 0) + 1
-    best = {k: r.latency for k, r in rec.HistoryLog(records=same_target).best().items()}
+    best = rec.HistoryLog(records=same_target).best()
 
-    states = [TaskState(t, prior_trials=counts.get(t.workload_key, 0), best=best.get(t.workload_key, math.inf)) for t in tasks]
+    states = [
+        TaskState(t, prior_trials=counts.get(t.workload_key, 0), best_record=best.get(t.workload_key), carry=_carry_over(t, same_target, measure.protocol))
+        for t in tasks
+    ]
     per_task = trials_per_task if trials_per_task is not None else math.inf
     total_cap = trials if trials is not None else math.inf
     budget = total_cap - sum(s.trials for s in states)
@@ -214,6 +235,7 @@ class _Batcher:
     runner: Any
     writer: rec.LogWriter
     host: dict[str, Any]
+    protocol: str
 
     @classmethod
     def open(cls, tasks: list[Task], target: TargetSpec, log_path: Path, tuner: str, measure: MeasureConfig) -> _Batcher:
@@ -231,6 +253,7 @@ class _Batcher:
             runner=make_runner(measure),
             writer=rec.LogWriter(log_path),
             host=host_fingerprint(),
+            protocol=measure.protocol,
         )
 
     def prepare(self, s: TaskState, max_trials: int, batch: int, prior: list[rec.Record], rand_state: int, tuner: str) -> None:
@@ -256,44 +279,52 @@ class _Batcher:
         )
 
     def run(self, s: TaskState, limit: int, state: SearchState) -> int:
-        """Measure up to ``limit`` candidates of task ``s`` and log them; return how many (0 when
-        the search strategy has none left)."""
+        """Measure up to ``limit`` candidates of task ``s`` (its carry-over first) and log them;
+        return how many (0 when the search strategy has none left)."""
         from tvm.s_tir import meta_schedule as ms
 
         t = time.time()
-        cands = s.ctx.generate_measure_candidates()
+        carried = bool(s.carry)
+        if carried:
+            workload = self.ms_workloads[s.task.workload_key]
+            cands = [r.ms_record(workload).as_measure_candidate() for r in s.carry[:limit]]
+            del s.carry[:limit]
+        else:
+            cands = list(s.ctx.generate_measure_candidates() or [])[:limit]
         state.clock("search", t)
-        cands = list(cands or [])[:limit]
         if not cands:
             return 0
         tvm_target = self.target.tvm()
         results, measured_on = _measure(self.builder, self.runner, tvm_target, cands, state)
+        raw = [[float(x) for x in res.run_secs] if res.run_secs is not None else None for res in results]  # what the log keeps
+        results = [_summarized(res, self.protocol) for res in results]  # what MetaSchedule ranks by
         t = time.time()
-        s.ctx.notify_runner_results(cands, results)
+        if not carried:  # the search strategy counts its own candidates only
+            s.ctx.notify_runner_results(cands, results)
         if self.cost_model is not None:
             self.cost_model.update(s.ctx, cands, results)
         t = state.clock("cost model", t)
         workload = self.ms_workloads[s.task.workload_key]
         batch_records = []
-        for cand, res, where in zip(cands, results, measured_on, strict=True):
-            run_secs = [float(x) for x in res.run_secs] if res.run_secs is not None else None
+        for cand, res, where, samples in zip(cands, results, measured_on, raw, strict=True):
             error = _short_error(res.error_msg)
-            if run_secs is not None and error is None:
-                self.database.commit_tuning_record(ms.database.TuningRecord(cand.sch.trace, workload, run_secs, tvm_target, cand.args_info))
+            if res.run_secs is not None and error is None:
+                self.database.commit_tuning_record(ms.database.TuningRecord(cand.sch.trace, workload, res.run_secs, tvm_target, cand.args_info))
             r = rec.Record(
                 key=s.task.workload_key,
                 trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
                 args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
-                run_secs=run_secs,
+                run_secs=samples,
                 error=error,
                 target=dict(self.target.config),
                 host=self.host,
                 tvm=self.host["tvm"],
                 measured_on=where,
+                protocol=self.protocol,
             )
             batch_records.append(r)
             s.errors += r.error is not None
-            s.best = min(s.best, r.latency)
+            s.consider(r)
         self.writer.append(batch_records, self.workloads)
         state.clock("log", t)
         return len(cands)
@@ -353,8 +384,32 @@ def _seed_from_log(s: TaskState, prior: list[rec.Record], workload: Any, databas
         cost_model.update(
             s.ctx,
             [r.as_measure_candidate() for r in ms_records],
-            [RunnerResult(r.run_secs, None) for r in mine],
+            [RunnerResult(r.ms_run_secs, None) for r in mine],
         )
+
+
+def _carry_over(task: Task, prior: list[rec.Record], protocol: str) -> list[rec.Record]:
+    """The task's best ``CARRY_OVER`` distinct schedules timed under other protocols, if it has no
+    record under ``protocol`` yet (so an interrupted carry-over is not repeated on resume)."""
+    mine = [r for r in prior if r.key == task.workload_key and r.ok]
+    if any(r.protocol == protocol for r in mine):
+        return []
+    out: dict[str, rec.Record] = {}
+    for r in sorted(mine, key=lambda r: r.rank):
+        out.setdefault(json.dumps(r.trace, sort_keys=True), r)
+        if len(out) == CARRY_OVER:
+            break
+    return list(out.values())
+
+
+def _summarized(result: Any, protocol: str) -> Any:
+    """A cold result as its median alone: MetaSchedule ranks by the mean of ``run_secs``, and one
+    preempted single call would move a mean of 15."""
+    from tvm.s_tir.meta_schedule.runner import RunnerResult
+
+    if protocol != "cold" or result.run_secs is None:
+        return result
+    return RunnerResult([statistics.median(float(x) for x in result.run_secs)], result.error_msg)
 
 
 def _short_error(msg: Any) -> str | None:
