@@ -18,7 +18,7 @@ $(VENV_OK): pyproject.toml
 setup: $(VENV_OK)
 
 # Resume the shipped ResNet18 search with a bounded budget, then compare against PyTorch.
-# On an AVX-512 host: make tune TARGET=avx512 (the shipped log that beats eager here). Convs are tuned in the blocked
+# On an AVX-512 host: make tune TARGET=avx512 (the faster shipped log here). Convs are tuned in the blocked
 # layout; TUNE_ARGS='--layout nchw --winograd' tunes NCHW with Winograd tasks instead.
 tune: $(VENV_OK)
 	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --more $(TRIALS) $(TUNE_ARGS)
