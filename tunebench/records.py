@@ -117,12 +117,8 @@ class Record:
 
     @property
     def latency(self) -> float:
-        """Measured seconds, +inf for a failed candidate so it never wins a comparison: the mean of
-        a warm record's few long samples, the median of a cold record's many single calls (one
-        preempted call must not move it)."""
-        if not self.ok:
-            return float("inf")
-        return statistics.median(self.run_secs) if self.protocol == "cold" else statistics.fmean(self.run_secs)  # type: ignore[arg-type]
+        """Measured seconds, the mean of ``summarize``'s samples; +inf for a failed candidate so it never wins a comparison."""
+        return statistics.fmean(summarize(self.run_secs, self.protocol)) if self.ok else float("inf")  # type: ignore[arg-type]
 
     @property
     def rank(self) -> tuple[int, float]:
@@ -179,9 +175,8 @@ class Record:
 
     @property
     def ms_run_secs(self) -> list[float] | None:
-        """The samples as MetaSchedule should see them: it ranks by their mean, so a cold record
-        passes its median alone."""
-        return [self.latency] if self.protocol == "cold" and self.ok else self.run_secs
+        """The samples as MetaSchedule should see them (``summarize``)."""
+        return summarize(self.run_secs, self.protocol) if self.ok else self.run_secs
 
 
 @dataclass
@@ -300,6 +295,13 @@ def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     if orphans:
         log.problems.append(f"{path}: {len(orphans)} workload(s) referenced by records but never defined")
     return log
+
+
+def summarize(run_secs: list[float], protocol: str) -> list[float]:
+    """Samples as rankings should weigh them, MetaSchedule's (the mean of ``run_secs``) and ours:
+    a warm record's few long samples as they are, a cold record's many single calls as their median
+    alone (one preempted call must not move it)."""
+    return [statistics.median(run_secs)] if protocol == "cold" else list(run_secs)
 
 
 def _protocol(name: Any) -> str:

@@ -9,7 +9,7 @@ runner) one batch at a time, so that
 * a resumed search knows what the log already holds: prior records seed the database the
   evolutionary search starts from and the cost model, count against the budget, and a task whose
   per-task budget is spent is not searched again,
-* budgets are exact (the last batch is cut to what is left), and
+* budgets are exact (the last batch is cut to what is left),
 * the task to search next is the one with the largest share of the model's estimated latency, and
 * a log timed under another protocol (``records.PROTOCOLS``) carries over: each task's best
   ``CARRY_OVER`` schedules from it are timed again under this run's protocol before the search
@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -284,9 +283,9 @@ class _Batcher:
         from tvm.s_tir import meta_schedule as ms
 
         t = time.time()
+        workload = self.ms_workloads[s.task.workload_key]
         carried = bool(s.carry)
         if carried:
-            workload = self.ms_workloads[s.task.workload_key]
             cands = [r.ms_record(workload).as_measure_candidate() for r in s.carry[:limit]]
             del s.carry[:limit]
         else:
@@ -304,7 +303,6 @@ class _Batcher:
         if self.cost_model is not None:
             self.cost_model.update(s.ctx, cands, results)
         t = state.clock("cost model", t)
-        workload = self.ms_workloads[s.task.workload_key]
         batch_records = []
         for cand, res, where, samples in zip(cands, results, measured_on, raw, strict=True):
             error = _short_error(res.error_msg)
@@ -403,13 +401,12 @@ def _carry_over(task: Task, prior: list[rec.Record], protocol: str) -> list[rec.
 
 
 def _summarized(result: Any, protocol: str) -> Any:
-    """A cold result as its median alone: MetaSchedule ranks by the mean of ``run_secs``, and one
-    preempted single call would move a mean of 15."""
+    """A runner result with its samples as ``records.summarize`` weighs them (MetaSchedule ranks by their mean)."""
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
-    if protocol != "cold" or result.run_secs is None:
+    if result.run_secs is None:
         return result
-    return RunnerResult([statistics.median(float(x) for x in result.run_secs)], result.error_msg)
+    return RunnerResult(rec.summarize([float(x) for x in result.run_secs], protocol), result.error_msg)
 
 
 def _short_error(msg: Any) -> str | None:
