@@ -123,30 +123,33 @@ def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
 
 def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
     """One total per target in the log and per lowering it holds workloads of: NCHW direct convs,
-    NCHW with the faster of direct/Winograd per conv shape, blocked layout ("resnet18 (blocked)")."""
+    NCHW with the faster of direct/Winograd per conv shape, blocked layout ("resnet18 (blocked)").
+    The model is exported once per target; the other lowerings start from its imported module."""
     from . import layout, winograd
     from .api import lower_model
+    from .frontend import optimize
     from .target import resolve_target
-    from .tasks import model_latency
+    from .tasks import extract_tasks, model_latency
 
-    lowerings = [("nchw", False)]
-    if winograd.in_log(log):
-        lowerings.append(("nchw, winograd", True))
-    if layout.in_log(log):
-        lowerings.append(("blocked", False))
+    with_winograd, with_blocked = winograd.in_log(log), layout.in_log(log)
     out = []
     for config in sorted({canonical(r.target) for r in log.records}):
         spec = resolve_target(json.dumps(json.loads(config)), check=False)
         best = HistoryLog(workloads=log.workloads, records=[r for r in log.records if canonical(r.target) == config]).best()
-        for name, with_winograd in lowerings:
-            try:
-                lowered = lower_model(model, spec, winograd=with_winograd, layout=name.split(",")[0])
-            except TunebenchError as e:  # e.g. a target this CPU cannot compile for
-                raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
-            covered = [t for t in lowered.tasks if t.workload_key in best]
-            latency = model_latency(lowered.tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
-            label = f"{model} ({name})" if len(lowerings) > 1 else model
-            out.append(ModelTotal(label, preset_of(json.loads(config)), len(lowered.tasks), len(covered), latency))
+        try:
+            lowered = lower_model(model, spec, winograd=with_winograd)
+        except TunebenchError as e:  # e.g. a target this CPU cannot compile for
+            raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
+        variants = [("nchw", [t for t in lowered.tasks if t.impl != "winograd"])]
+        if with_winograd:
+            variants.append(("nchw, winograd", lowered.tasks))
+        if with_blocked:
+            variants.append(("blocked", extract_tasks(optimize(lowered.source, spec, layout="blocked"), spec)))
+        for name, tasks in variants:
+            covered = [t for t in tasks if t.workload_key in best]
+            latency = model_latency(tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
+            label = f"{model} ({name})" if len(variants) > 1 else model
+            out.append(ModelTotal(label, preset_of(json.loads(config)), len(tasks), len(covered), latency))
     return out
 
 
