@@ -22,7 +22,7 @@ setup: $(VENV_OK)
 # layout; TUNE_ARGS='--layout nchw --winograd' tunes NCHW with Winograd tasks instead.
 tune: $(VENV_OK)
 	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --more $(TRIALS) $(TUNE_ARGS)
-	.venv/bin/tunebench bench $(MODEL) --log tuning_logs/$(MODEL)-$(TARGET).jsonl --target $(TARGET)
+	.venv/bin/tunebench bench $(MODEL) --log tuning_logs/$(MODEL)-$(TARGET).jsonl.gz --target $(TARGET) --settle 1
 
 test: $(VENV_OK)
 	.venv/bin/ruff check tunebench models tests benchmarks

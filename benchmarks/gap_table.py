@@ -1,7 +1,7 @@
 """Where the gap to PyTorch is: per tuning task, TVM's best measured kernel against the
 PyTorch eager (oneDNN) time of the same convolution, from the PyTorch profiler.
 
-    .venv/bin/python benchmarks/gap_table.py --log tuning_logs/resnet18-avx2.jsonl [--model resnet18] [--target avx2]
+    .venv/bin/python benchmarks/gap_table.py --log tuning_logs/resnet18-avx2.jsonl.gz [--model resnet18] [--target avx2]
 
 TVM times are the log's best measurement per task (MetaSchedule's runner, kernel alone).
 PyTorch times are the median wall time of the ``nn.Conv2d`` with the same input and weight shapes,
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunebench import api, records
-from tunebench.dispatch import best_records
+from tunebench.choose import best_records
 
 
 def task_conv_key(task: object) -> tuple[tuple[int, ...], tuple[int, ...]] | None:

@@ -31,7 +31,7 @@ def run_variant(variant: str, trials: int, work_dir: str) -> dict[str, float]:
     """Tune in this process; return trials measured and seconds spent."""
     from tunebench import api
 
-    lowered = api.lower_model(MODEL, "avx2")
+    lowered = api.lower_model(MODEL, "avx2", layout="nchw")
     batch = max(8, trials // len(lowered.tasks))
     start = time.time()
     if variant == "before":

@@ -1,16 +1,24 @@
-"""tunebench bench: every column on a tiny model, JSON output, and the output check that gates timing."""
+"""tunebench bench: every column on a tiny model, JSON output, and the output check that gates timing.
+
+The tunebench columns must time the serving path (torch.compile with the tunebench backend) and
+report the backend's coverage; a log this host cannot use must skip the tuned column, saying why.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from tunebench import bench
+from tests.conftest import Host, rewritten
+from tunebench import bench, cache
+from tunebench.backend import TvmSubgraph
+from tunebench.bench import apply_model
 from tunebench.errors import TunebenchError
 from tunebench.records import read_log
 
@@ -35,8 +43,11 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
         assert c["gflops"] == pytest.approx(data["flop"] / c["median_s"] / 1e9)
         assert c["compile_s"] is not None and c["max_abs_err"] <= 1e-3
     applied = len(read_log(tiny_log).best())
-    assert cols[bench.TUNED]["coverage"] == f"{applied}/2 tasks tuned, nchw layout", "the layout the log was tuned in"
-    assert cols[bench.UNTUNED]["coverage"] == "0/2 tasks tuned"
+    assert cols[bench.TUNED]["coverage"] == f"1/1 subgraphs in TVM, {applied}/2 tasks tuned, nchw layout", "the layout the log was tuned in"
+    assert cols[bench.TUNED]["served"]["applied"] == applied and cols[bench.TUNED]["served"]["pytorch"] == 0
+    assert cols[bench.UNTUNED]["coverage"] == "1/1 subgraphs in TVM, 0/2 tasks tuned, nchw layout", "fallback 'never': naive kernels in TVM"
+    assert 'backend="tunebench"' in cols[bench.TUNED]["path"] and "apply_history_best" in cols[bench.TUNED]["path"]
+    assert data["protocol"] == "interleaved, 1 untimed settling call(s) before each sample"
     assert data["flop"] > 0 and data["threads"] == {"torch": 2, "tvm": 2} and data["settle"] == 1
     assert data["target"]["mcpu"] == "core-avx2"  # no --target: the one the log was tuned for
     assert data["command"].startswith("tunebench ") and data["versions"]["tvm"] and data["host"]["cpu"] and data["date"]
@@ -52,14 +63,66 @@ def test_torch_isa_needs_a_fresh_process() -> None:
         bench.run_bench(TINY, torch_isa="avx2")
 
 
-def test_wrong_outputs_are_failed_not_timed(tiny_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunebench.dispatch import CompiledModel
+def test_tuned_column_is_the_serving_path(tiny_log: Path) -> None:
+    runs = cache.STATS.tvm_runs
+    result = bench.run_bench(TINY, log=tiny_log, iters=3, warmup=1, inductor=False, untuned=False, whole_model=True)
+    tuned, whole = result.column(bench.TUNED), result.column(bench.WHOLE)
+    assert tuned.status == "ok" and tuned.max_abs_err is not None and tuned.max_abs_err <= 1e-3 and tuned.compile_s
+    assert tuned.coverage == "1/1 subgraphs in TVM, 2/2 tasks tuned, nchw layout" and tuned.served.applied == 2
+    # every call of the column (compile, check, warm-up, samples) ran the backend's TVM subgraph
+    assert cache.STATS.tvm_runs - runs == 3 + 3 * tuned.calls_per_sample
+    assert whole.status == "ok" and whole.max_abs_err <= 1e-3 and whole.coverage == tuned.coverage and len(whole.times) == 3
+    assert result.lower_s is not None and [c["name"] for c in result.to_json()["columns"]][-1] == bench.WHOLE
+    assert "strict alternation" in result.to_json()["protocol"]
 
+
+def test_partly_tuned_log_keeps_the_tuned_column_honest(tiny_log: Path, tmp_path: Path) -> None:
+    # drop every record of one task: the backend keeps that subgraph in PyTorch, so no "tuned" time may be shown
+    lines = tiny_log.read_text().splitlines()
+    dropped = next(json.loads(line)["key"] for line in lines if json.loads(line)["type"] == "record")
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(line for line in lines if not (json.loads(line)["type"] == "record" and json.loads(line)["key"] == dropped)) + "\n")
+    with pytest.warns(UserWarning, match="run in PyTorch: 1/2 of their tasks"):
+        result = bench.run_bench(TINY, log=partial, iters=1, warmup=1, inductor=False, untuned=False)
+    tuned = result.column(bench.TUNED)
+    assert tuned.status == "skipped" and not tuned.times
+    assert tuned.reason == "nothing runs in TVM (0/1 subgraphs in TVM, 1/2 tasks tuned): 1 task(s) have no usable record and their subgraphs stay in PyTorch"
+
+
+def test_log_this_host_cannot_use_skips_the_tuned_column(tiny_log: Path, tmp_path: Path, fake_host: Callable[[str], Host]) -> None:
+    foreign = rewritten(tiny_log, tmp_path / "foreign.jsonl", target={"mcpu": "skylake-avx512"})
+    fake_host("zen3")  # an AVX2-only host
+    result = bench.run_bench(TINY, log=foreign, iters=1, warmup=1, inductor=False, untuned=False, whole_model=True)
+    for name in (bench.TUNED, bench.WHOLE):
+        col = result.column(name)
+        assert col.status == "skipped" and not col.times and col.compile_s is None, name
+        assert col.reason.startswith("no record in the log is usable here: it was tuned for skylake-avx512, this run's target is core-avx2")
+        assert "this CPU lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl" in col.reason
+    assert result.target["mcpu"] == "core-avx2" and result.column(bench.EAGER).times
+    with pytest.raises(TunebenchError, match="no record in the log is usable here"):
+        apply_model(TINY, foreign, runs=1)
+
+
+def test_apply_is_the_bench_under_strict_alternation(tiny_log: Path) -> None:
+    report = apply_model(TINY, tiny_log, runs=2)
+    assert report.protocol == bench.protocol(0) and report.protocol.startswith("strict alternation") and report.rounds == 2
+    assert report.coverage == "1/1 subgraphs in TVM, 2/2 tasks tuned, nchw layout" and report.applied == 2
+    assert report.max_abs_error <= 1e-3 and report.tvm_ms > 0 and report.eager_ms > 0
+
+
+def test_wrong_outputs_are_failed_not_timed(tiny_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunebench.runtime import CompiledModel
+
+    def wrong(self: TvmSubgraph, *xs: torch.Tensor) -> object:
+        out = torch.randn(1, 8, 16, 16)
+        return (out,) if self.tuple_out else out
+
+    monkeypatch.setattr(TvmSubgraph, "forward", wrong)
     monkeypatch.setattr(CompiledModel, "__call__", lambda self, *xs: torch.randn(1, 8, 16, 16))
     monkeypatch.setattr(bench, "_inductor", lambda module, inputs: lambda: torch.zeros(1, 8, 16, 16))
-    result = bench.run_bench(TINY, log=tiny_log, iters=2, warmup=1)
+    result = bench.run_bench(TINY, log=tiny_log, iters=2, warmup=1, whole_model=True)
     assert result.column(bench.EAGER).status == "ok"
-    for name in (bench.INDUCTOR, bench.UNTUNED, bench.TUNED):
+    for name in (bench.INDUCTOR, bench.UNTUNED, bench.TUNED, bench.WHOLE):
         col = result.column(name)
         assert col.status == "failed" and "differs from eager" in col.reason and not col.times, name
     assert json.loads(json.dumps(result.to_json()))["columns"][1]["median_s"] is None

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from tunebench import api, dispatch
+from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, ZEN4_FLAGS, Host
+from tunebench import api, build, choose
 from tunebench.errors import TunebenchError
-from tunebench.target import resolve_target
+from tunebench.target import cpu_flags, resolve_target
 from tunebench.zoo import get_model, zoo, zoo_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +43,9 @@ def test_zoo_names_match_zoo() -> None:
 def test_zoo_model_lowers_and_matches_eager_untuned(name: str) -> None:
     model, _ = get_model(name)
     x = SMALL_INPUTS[name]
-    lowered = api.lower_model(model, "avx2", example_inputs=(x,))
+    lowered = api.lower_model(model, "avx2", example_inputs=(x,), layout="nchw")
     assert lowered.tasks, "a lowered model has at least one tuning task"
-    compiled = dispatch.compile_model(lowered.relax_mod, lowered.target)
+    compiled = build.compile_model(lowered.relax_mod, lowered.target)
     assert not compiled.coverage.applied
     with torch.no_grad():
         expected = model(x)
@@ -60,9 +63,9 @@ def test_zoo_weights_are_deterministic() -> None:
         torch.testing.assert_close(a(x), b(x))
 
 
-def test_resnet18_has_about_22_tasks() -> None:
-    lowered = api.lower_model("resnet18", "avx2")
-    assert 20 <= len(lowered.tasks) <= 24
+def test_resnet18_has_22_tasks_in_nchw() -> None:
+    lowered = api.lower_model("resnet18", "avx2", layout="nchw")
+    assert len(lowered.tasks) == 22, [t.name for t in lowered.tasks]
     assert sum(t.weight for t in lowered.tasks) >= len(lowered.tasks)
     assert lowered.tasks[0].anchor.startswith("conv2d")
     total_gflop = sum(t.total_flop for t in lowered.tasks) / 1e9
@@ -74,40 +77,112 @@ def test_file_factory_reference(tmp_path: Path) -> None:
     assert isinstance(model, torch.nn.Module) and inputs[0].shape == (1, 3, 16, 16)
 
 
-def test_targets() -> None:
+def test_targets(fake_host: Callable[[str], Host]) -> None:
     avx2 = resolve_target("avx2", num_cores=2)
     assert avx2.config == {"kind": "llvm", "mcpu": "core-avx2", "num-cores": 2}
+    # the real host, whatever it is: every x86 host here has AVX2, and LLVM's name for it must pass the ISA check
+    assert resolve_target("avx2").mcpu == "core-avx2"
     assert resolve_target("native").mcpu
-    assert resolve_target("avx2").num_cores >= 1
+    host = fake_host("xeon")
+    assert resolve_target("native").mcpu == host.llvm_cpu
+    assert resolve_target("avx2").num_cores == host.cores, "num-cores defaults to the physical cores"
+    assert resolve_target("avx512").mcpu == "skylake-avx512"
+    fake_host("zen4")
+    assert resolve_target("avx512").mcpu == "znver4", "AMD Zen gets the AVX-512 CPU model of its own vendor"
 
 
-def test_target_the_cpu_cannot_run_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tunebench.target as target_mod
-
-    monkeypatch.setattr(target_mod, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2"}))
-    with pytest.raises(TunebenchError, match=r"needs avx512f.*which this CPU .* lacks"):
+@pytest.mark.parametrize("host_name", AVX2_HOSTS)
+def test_target_the_cpu_cannot_run_is_refused_before_anything_runs(fake_host: Callable[[str], Host], host_name: str) -> None:
+    host = fake_host(host_name)
+    avx512 = "znver4" if host.llvm_cpu.startswith("znver") else "skylake-avx512"
+    with pytest.raises(TunebenchError, match=rf"'avx512' \(mcpu {avx512}\) needs avx512f, avx512cd.*which this CPU .* lacks"):
         resolve_target("avx512")
     assert resolve_target("avx2").mcpu == "core-avx2"
+    assert resolve_target("native").mcpu == host.llvm_cpu  # the host's own CPU model is always runnable
 
 
-def test_target_comes_from_the_log_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tunebench.target as target_mod
+# Targets outside the presets: the ISA check asks LLVM what the mcpu and mattr enable.
+SAPPHIRE_RAPIDS = '{"kind": "llvm", "mcpu": "sapphirerapids"}'
+MATTR_AVX512 = '{"kind": "llvm", "mcpu": "x86-64", "mattr": ["+avx512f"]}'
+ZNVER4_WITHOUT_AVX512 = '{"kind": "llvm", "mcpu": "znver4", "mattr": ["-avx512f"]}'
+
+
+@pytest.mark.parametrize(
+    ("target", "host_name", "missing"),
+    [
+        (SAPPHIRE_RAPIDS, "zen3", None),  # anything from avx512f on: not spelled out here
+        (SAPPHIRE_RAPIDS, "zen4", ["avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"]),
+        (SAPPHIRE_RAPIDS, "xeon", []),
+        (MATTR_AVX512, "zen3", ["avx512f"]),  # +avx512f implies avx2, fma and f16c, which Zen 3 has
+        (MATTR_AVX512, "zen4", []),
+        (ZNVER4_WITHOUT_AVX512, "zen3", []),  # -avx512f takes every AVX-512 extension with it
+    ],
+    ids=["spr-on-zen3", "spr-on-zen4", "spr-on-xeon", "mattr-on-zen3", "mattr-on-zen4", "minus-mattr-on-zen3"],
+)
+def test_isa_check_asks_llvm_for_any_mcpu_and_mattr(fake_host: Callable[[str], Host], target: str, host_name: str, missing: list[str] | None) -> None:
+    from tunebench.target import missing_flags
+
+    host = fake_host(host_name)
+    config = json.loads(target)
+    got = missing_flags(config)
+    assert got == missing if missing is not None else got[0] == "avx512f"
+    assert missing_flags(config, host_flags=host.flags) == got
+    if got:
+        with pytest.raises(TunebenchError, match=rf"'custom' \(mcpu {config['mcpu']}.*\) needs {got[0]}"):
+            resolve_target(target)
+    else:
+        assert resolve_target(target).config["mcpu"] == config["mcpu"]
+
+
+def test_llvm_feature_names_map_to_real_cpuinfo_flags() -> None:
+    """Every flag the check asks of a Zen 4 is one a real Zen 4's /proc/cpuinfo prints (the table once
+    asked for ``avx512vnni``, which cpuinfo spells ``avx512_vnni``, and refused every Zen 4)."""
+    from tunebench.target import LLVM_TO_CPUINFO, required_flags
+
+    for mcpu in ("znver4", "skylake-avx512", "core-avx2", "haswell", "znver3"):
+        needed = required_flags({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+        assert {"avx2", "fma"} <= set(needed) and set(needed) <= ZEN4_FLAGS, (mcpu, set(needed) - ZEN4_FLAGS)
+    assert "avx512_vnni" in required_flags({"kind": "llvm", "mcpu": "znver4"})
+    assert not {"amx-fp16", "avxifma"} & set(LLVM_TO_CPUINFO), "features cpuinfo never lists would refuse correct hosts"
+    assert required_flags({"kind": "c"}) == ()
+    with pytest.raises(TunebenchError, match="not a valid TVM target"):
+        required_flags({"kind": "llvm", "mcpu": "znver4", "mattr": "+avx512f"})  # mattr must be a list
+
+
+@pytest.mark.parametrize("host_name", AVX512_HOSTS)
+def test_target_comes_from_the_log_when_not_given(fake_host: Callable[[str], Host], host_name: str) -> None:
     from tunebench.records import HistoryLog, Record
 
     def rec(key: str, mcpu: str, ok: bool = True) -> Record:
         target = {"kind": "llvm", "mcpu": mcpu, "num-cores": 8}
         return Record(key, [], [], [1e-3] if ok else None, None if ok else "boom", target, {}, "0.27")
 
+    fake_host(host_name)
     avx512 = resolve_target("avx512", check=False).mcpu
-    assert dispatch.target_for_log(None) == "avx2"
-    assert dispatch.target_for_log(HistoryLog(records=[rec("a", avx512), rec("b", avx512), rec("a", "core-avx2")])) == "avx512"
+    assert choose.target_for_log(None) == "avx2"
+    assert choose.target_for_log(HistoryLog(records=[rec("a", avx512), rec("b", avx512), rec("a", "core-avx2")])) == "avx512"
     # only failed records for avx512: nothing was tuned for it
-    assert dispatch.target_for_log(HistoryLog(records=[rec("a", avx512, ok=False), rec("a", "core-avx2")])) == "avx2"
+    assert choose.target_for_log(HistoryLog(records=[rec("a", avx512, ok=False), rec("a", "core-avx2")])) == "avx2"
     # an mcpu no preset names comes back as its JSON target, without the tuning machine's core count
-    assert dispatch.target_for_log(HistoryLog(records=[rec("a", "core-avx2"), rec("a", "haswell"), rec("b", "haswell")])) == '{"kind":"llvm","mcpu":"haswell"}'
-    # a host without AVX-512 gets the target it can run
-    monkeypatch.setattr(target_mod, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2"}))
-    assert dispatch.target_for_log(HistoryLog(records=[rec("a", avx512), rec("b", avx512), rec("a", "core-avx2")])) == "avx2"
+    assert choose.target_for_log(HistoryLog(records=[rec("a", "core-avx2"), rec("a", "haswell"), rec("b", "haswell")])) == '{"kind":"llvm","mcpu":"haswell"}'
+    # a host without AVX-512 gets the target it can run, also for an mcpu no preset names
+    fake_host("zen3")
+    assert choose.target_for_log(HistoryLog(records=[rec("a", avx512), rec("b", avx512), rec("a", "core-avx2")])) == "avx2"
+    assert choose.target_for_log(HistoryLog(records=[rec("a", "sapphirerapids"), rec("b", "sapphirerapids"), rec("a", "core-avx2")])) == "avx2"
+
+
+@pytest.mark.skipif("avx512f" not in cpu_flags(), reason="compiles and runs AVX-512 code: needs a host with AVX-512")
+def test_avx512_preset_runs_on_an_avx512_host() -> None:
+    """The one test that executes AVX-512 code: the preset passes the check on real AVX-512 hardware and
+    its kernels (blocked by 16 lanes) match eager."""
+    from tunebench import layout
+
+    module, (x,) = get_model("tests/fixtures/tiny.py:tiny_conv")
+    lowered = api.lower_model(module, "avx512", example_inputs=(x,), layout="blocked")
+    assert layout.block(lowered.target) == 16
+    compiled = build.compile_model(lowered.relax_mod, lowered.target)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)
 
 
 def test_cli_models_lists_the_zoo() -> None:
@@ -119,14 +194,15 @@ def test_cli_models_lists_the_zoo() -> None:
 
 
 def test_cli_tasks_prints_task_table() -> None:
-    out = run_cli("tasks", "resnet18", "--target", "avx2", "--layout", "nchw")
+    # --layout reaches the lowering (the tiny model: resnet18's 22 NCHW tasks are counted in-process above)
+    out = run_cli("tasks", "tests/fixtures/tiny.py:tiny_conv", "--target", "avx2", "--layout", "nchw")
     assert out.returncode == 0, out.stderr
-    assert "22 tuning tasks" in out.stdout
-    assert "conv2d_nchw" in out.stdout and "total" in out.stdout
-    # the default blocked layout: every conv but the 3-channel stem blocked, plus 2 layout changes
+    assert ": 2 tuning tasks" in out.stdout and "conv2d_nchw" in out.stdout and "conv2d_NCHWc" not in out.stdout
+    # the default blocked layout: every conv but the 3-channel stem (still conv2d_nchw) blocked, plus 2 layout changes
     out = run_cli("tasks", "resnet18", "--target", "avx2")
     assert out.returncode == 0, out.stderr
     assert "24 tuning tasks" in out.stdout and "conv2d_NCHWc" in out.stdout
+    assert "conv2d_nchw" in out.stdout and "total" in out.stdout
 
 
 UNCAPTURABLE = """

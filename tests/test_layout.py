@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import PATIENT, TINY
-from tunebench import api, dispatch, layout
+from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, HOSTS, PATIENT, TINY, Host
+from tunebench import api, build, choose, layout, runtime
 from tunebench.errors import TunebenchError
 from tunebench.records import HistoryLog, Record, WorkloadEntry, read_log
 from tunebench.target import resolve_target
@@ -16,9 +17,13 @@ from tunebench.target import resolve_target
 TARGET = {"kind": "llvm", "mcpu": "core-avx2", "num-cores": 2}
 
 
-def test_block_is_one_vector_of_fp32() -> None:
+@pytest.mark.parametrize("host_name", [*AVX2_HOSTS, *AVX512_HOSTS])
+def test_block_is_one_vector_of_fp32(fake_host: Callable[[str], Host], host_name: str) -> None:
+    """The block follows the target, never the host: an avx512 log is lowered alike on every machine."""
+    fake_host(host_name)
     assert layout.block(resolve_target("avx2", check=False)) == 8
     assert layout.block(resolve_target("avx512", check=False)) == 16
+    assert layout.block(resolve_target("native")) == (16 if "avx512f" in HOSTS[host_name].flags else 8)
 
 
 def test_blocked_lowering_matches_eager() -> None:
@@ -29,7 +34,7 @@ def test_blocked_lowering_matches_eager() -> None:
     names = [t.name for t in lowered.tasks]
     # conv2 (8 -> 8 channels) is blocked by 8; conv1 reads 3 channels and stays NCHW
     assert sum(layout.TASK_MARK in n for n in names) == 1, names
-    compiled = dispatch.CompiledModel(dispatch.build(lowered.relax_mod, lowered.target), dispatch.Coverage([]))
+    compiled = runtime.CompiledModel(build.build(lowered.relax_mod, lowered.target), choose.Coverage([]))
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(TunebenchError, match="NCHW layout only"):
@@ -47,27 +52,27 @@ def _log(tasks: list, seconds: float, protocol: str) -> HistoryLog:
 
 
 def test_the_lowering_the_log_measured_fastest_is_served() -> None:
-    nchw = api.lower_model(TINY, "avx2")
+    nchw = api.lower_model(TINY, "avx2", layout="nchw")
     blocked = api.lower_model(TINY, "avx2", layout="blocked")
     spec = nchw.target
 
-    def choose(log: HistoryLog) -> dispatch.Lowering:
-        return dispatch.choose_lowering(nchw.source, nchw.relax_mod, "nchw", spec, log, dispatch.best_records(log, spec, warn=False))
+    def pick(log: HistoryLog) -> choose.Lowering:
+        return choose.choose_lowering(nchw.source, nchw.relax_mod, "nchw", spec, log, choose.best_records(log, spec, warn=False))
 
     both = _log(nchw.tasks, 2e-3, "cold")  # the stem conv's task is the same workload in both
     both.extend(_log([t for t in blocked.tasks if t.workload_key not in both.workloads], 1e-4, "cold"))
-    chosen = choose(both)
+    chosen = pick(both)
     assert chosen.layout == "blocked" and chosen.estimate[1] < sum(t.weight * 2e-3 for t in nchw.tasks)
     # one blocked task without a record: the complete NCHW lowering wins
     partial = HistoryLog(workloads=both.workloads, records=both.records[:-1])
-    assert choose(partial).layout == "nchw"
+    assert pick(partial).layout == "nchw"
     # faster, but timed warm: never preferred to a lowering timed cold throughout
     warm = _log(nchw.tasks, 2e-3, "cold")
     warm.extend(_log([t for t in blocked.tasks if t.workload_key not in warm.workloads], 1e-4, "warm"))
-    assert choose(warm).layout == "nchw"
+    assert pick(warm).layout == "nchw"
     # a lowering given blocked finds the NCHW one too
     only_nchw = _log(nchw.tasks, 2e-3, "cold")
-    assert dispatch.choose_lowering(nchw.source, blocked.relax_mod, "blocked", spec, only_nchw, dispatch.best_records(only_nchw, spec)).layout == "nchw"
+    assert choose.choose_lowering(nchw.source, blocked.relax_mod, "blocked", spec, only_nchw, choose.best_records(only_nchw, spec)).layout == "nchw"
 
 
 def test_tune_blocked_then_serve_it(tmp_path: Path) -> None:
@@ -78,8 +83,8 @@ def test_tune_blocked_then_serve_it(tmp_path: Path) -> None:
     assert any(layout.TASK_MARK in s.task.name for s in state.states)
     log = read_log(log_path)
     assert layout.in_log(log)
-    lowered = api.lower_model(TINY, "avx2")  # NCHW, as serving lowers first
-    compiled = dispatch.compile_model(lowered.relax_mod, lowered.target, log, source=lowered.source)
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")  # NCHW, as serving lowers first
+    compiled = build.compile_model(lowered.relax_mod, lowered.target, log, source=lowered.source)
     assert compiled.lowering is not None and compiled.lowering.layout == "blocked", compiled.lowering
     assert compiled.coverage.complete, str(compiled.coverage)
     module, (x,) = get_model(TINY)

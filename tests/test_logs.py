@@ -16,7 +16,7 @@ import pytest
 from tunebench import records as rec
 from tunebench.errors import TunebenchError
 from tunebench.logs import merge_logs, prune_log, summarize
-from tunebench.measure import MeasureConfig
+from tunebench.settings import MeasureConfig
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 # One short sample per candidate; generous timeouts, since a busy 2-core machine builds slowly.
@@ -27,22 +27,22 @@ FAST = MeasureConfig(workers=2, repeat=1, min_repeat_ms=1, build_timeout=300, ru
 def lowered():
     from tunebench.api import lower_model
 
-    return lower_model(TINY, "avx2")
+    return lower_model(TINY, "avx2", layout="nchw")
 
 
 @pytest.fixture(scope="module")
-def two_logs(lowered, tmp_path_factory):
-    """The tiny model tuned twice, independently (different seeds, different files): two machines' logs."""
+def two_logs(tiny_log, lowered, tmp_path_factory):
+    """The tiny model tuned twice, independently (different searches, different files): two machines' logs.
+
+    The first is the session's ``tiny_log`` (4 trials per task, NCHW, as ``lowered``), so only one more
+    search runs here; tests never write to either file.
+    """
     from tunebench.search import tune_tasks
 
-    d = tmp_path_factory.mktemp("tuned")
-    paths = []
-    for seed in (0, 1):
-        path = d / f"tiny-{seed}.jsonl"
-        tune_tasks(lowered.tasks, lowered.target, path, trials_per_task=4, tuner="random", measure=FAST, seed=seed)
-        assert len(rec.read_log(path).best()) == 2, [r.error for r in rec.read_log(path).records]
-        paths.append(path)
-    return paths
+    path = tmp_path_factory.mktemp("tuned") / "tiny-random.jsonl"
+    tune_tasks(lowered.tasks, lowered.target, path, trials_per_task=4, tuner="random", measure=FAST, seed=1)
+    assert len(rec.read_log(path).best()) == 2, [r.error for r in rec.read_log(path).records]
+    return [tiny_log, path]
 
 
 def _best(log: rec.HistoryLog) -> dict[str, float]:
@@ -52,7 +52,7 @@ def _best(log: rec.HistoryLog) -> dict[str, float]:
 def test_merge_keeps_union_and_best_then_tune_resumes_and_apply_serves(two_logs, lowered, tmp_path):
     import torch
 
-    from tunebench.dispatch import compile_model
+    from tunebench.build import compile_model
     from tunebench.search import tune_tasks
 
     a, b = (rec.read_log(p) for p in two_logs)
@@ -155,6 +155,37 @@ def test_concurrent_writers_never_interleave(tmp_path):
     assert path.read_text().count('"type": "workload"') == 100  # each workload line written once, by whichever writer came first
 
 
+def _append_one_by_one(path: str, first: int, batches: int) -> None:
+    """A ``tune``'s writer: batch after batch of one record each, every record its own."""
+    writer = rec.LogWriter(path)
+    workloads = {"live": rec.WorkloadEntry("live", "live_task", 1e6, "QUJD", 1)}
+    for b in range(first, first + batches):
+        writer.append([rec.Record("live", ["live", b], [], [1e-3], None, {"kind": "llvm"}, {"cpu": "x"}, rec.tvm_version(), time=float(b))], workloads)
+
+
+def test_merge_onto_a_live_log_loses_no_append(tmp_path):
+    """``logs merge LIVE OTHER -o LIVE`` while a ``tune`` appends to LIVE: each batch lands either
+    before the merge read the file (and is merged) or after its rename (in the new file), never
+    in between, where the rename would drop it."""
+    live, other = tmp_path / "live.jsonl", tmp_path / "other.jsonl"
+    shared = {"shared": rec.WorkloadEntry("shared", "shared_task", 1e6, "QUJD", 1)}
+    theirs = [rec.Record("shared", ["other", j], [], [2e-3], None, {"kind": "llvm"}, {}, rec.tvm_version(), time=j) for j in range(3)]
+    rec.LogWriter(other).append(theirs, shared)
+    _append_one_by_one(str(live), 0, 1)
+    proc = multiprocessing.get_context("spawn").Process(target=_append_one_by_one, args=(str(live), 1, 300))
+    proc.start()
+    merges = 0
+    while proc.is_alive() or merges == 0:
+        merge_logs([live, other], live)
+        merges += 1
+    proc.join()
+    assert proc.exitcode == 0 and merges > 1
+    log = rec.read_log(live)
+    assert not log.problems
+    assert sorted(r.trace[1] for r in log.records if r.key == "live") == list(range(301))
+    assert sum(r.key == "shared" for r in log.records) == 3
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "400"}  # rich wraps at 80 columns when not on a terminal
     return subprocess.run([sys.executable, "-m", "tunebench.cli", "logs", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
@@ -221,14 +252,23 @@ def test_older_and_torn_logs_read(two_logs, tmp_path):
         rec.read_log(garbage)
 
 
-def test_show_marks_records_this_machine_cannot_use(two_logs, tmp_path, monkeypatch):
-    import tunebench.logs as logs
+def _retarget(log: Path, out: Path, target: str) -> Path:
+    """``log`` with every record's target replaced: the same schedules, tuned for another CPU."""
+    out.write_text(log.read_text().replace('"mcpu": "core-avx2"', target[1:-1]))
+    return out
 
-    foreign = tmp_path / "foreign.jsonl"
-    text = two_logs[0].read_text().replace('"mcpu": "core-avx2"', '"mcpu": "skylake-avx512"')
-    foreign.write_text(text)
-    monkeypatch.setattr(logs, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2"}))
-    summary = summarize(foreign)
+
+def test_show_marks_records_this_machine_cannot_use(two_logs, tmp_path, fake_host):
+    skylake = _retarget(two_logs[0], tmp_path / "skylake.jsonl", '{"mcpu": "skylake-avx512"}')
+    # mcpus the presets never name: the check asks LLVM what they enable
+    sapphire = _retarget(two_logs[0], tmp_path / "spr.jsonl", '{"mcpu": "sapphirerapids"}')
+    mattr = _retarget(two_logs[0], tmp_path / "mattr.jsonl", '{"mcpu": "x86-64", "mattr": ["+avx512f"]}')
+    fake_host("zen3")  # AVX2 only
+    summary = summarize(skylake)
     assert summary.rows and all(row.unusable == "CPU lacks avx512f, avx512cd, avx512bw, avx512dq, avx512vl" for row in summary.rows)
+    assert all(row.unusable.startswith("CPU lacks avx512f, ") and "amx_tile" in row.unusable for row in summarize(sapphire).rows)
+    assert all(row.unusable == "CPU lacks avx512f" for row in summarize(mattr).rows)
     local = summarize(two_logs[0])
     assert len(local.rows) == 2 and all(row.unusable == "" and row.target == "avx2" and row.trials == 4 for row in local.rows)
+    fake_host("xeon")  # a host with every one of those flags can use them all
+    assert all(row.unusable == "" for log in (skylake, sapphire, mattr) for row in summarize(log).rows)

@@ -65,6 +65,26 @@ def test_plot_cli_writes_a_png(small_log: Path, tmp_path: Path) -> None:
     assert "7.00 ms now" in result.output
 
 
+def test_plot_model_defaults_to_the_blocked_layout_for_the_logs_target(small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``tune`` does, ``plot --model`` counts the blocked lowering's tasks; those depend on the
+    vector width, so they are lowered for the target the log was tuned for, not avx2."""
+    import tunebench.plot as plot
+
+    haswell = tmp_path / "haswell.jsonl"
+    haswell.write_text(small_log.read_text().replace('"mcpu": "core-avx2"', '"mcpu": "haswell"'))
+    asked: list[tuple[str, str, str]] = []
+
+    def weights(model: str, target: str, layout: str) -> dict[str, int]:
+        asked.append((model, target, layout))
+        return {"a": 2, "b": 1}
+
+    monkeypatch.setattr(plot, "model_weights", weights)
+    result = CliRunner().invoke(app, ["plot", str(haswell), "-o", str(tmp_path / "cli.png"), "--model", "m"])
+    assert result.exit_code == 0, result.output
+    plot_log(haswell, tmp_path / "api.png", model="m")
+    assert asked == [("m", '{"kind":"llvm","mcpu":"haswell"}', "blocked")] * 2
+
+
 def test_plot_draws_a_partial_log_marked_as_such(small_log: Path, tmp_path: Path) -> None:
     out = tmp_path / "partial.png"
     curve = plot_curve(read_log(small_log), out, weights={"a": 2, "b": 1, "c": 1})

@@ -16,8 +16,8 @@ import pytest
 
 from tunebench import records as rec
 from tunebench.errors import TunebenchError
-from tunebench.measure import MeasureConfig
 from tunebench.rpc import count_servers, parse_tracker, rpc_config
+from tunebench.settings import MeasureConfig
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 KEY = f"tunebench-test-{os.getpid()}"

@@ -34,7 +34,7 @@ def lower_model(
     example_inputs: tuple[Any, ...] | None = None,
     num_cores: int | None = None,
     winograd: bool = False,
-    layout: str = "nchw",
+    layout: str = "blocked",
 ) -> LoweredModel:
     """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks.
 
@@ -71,9 +71,11 @@ def lower_model(
 
 
 def default_log_path(model: str, target: TargetSpec) -> Path:
-    """``tuning_logs/<model>-<target>.jsonl`` (a file:factory reference uses its factory name)."""
+    """``tuning_logs/<model>-<target>.jsonl.gz`` (a file:factory reference uses its factory name), or
+    the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are."""
     stem = model.rsplit(":", 1)[-1] if ":" in model else model
-    return LOG_DIR / f"{stem}-{target.name}.jsonl"
+    plain = LOG_DIR / f"{stem}-{target.name}.jsonl"
+    return plain if plain.exists() else plain.with_name(plain.name + ".gz")
 
 
 def tune(
@@ -91,11 +93,14 @@ def tune(
     winograd: bool = False,
     layout: str = "blocked",
     measure: Any = None,
+    transfer_from: list[str | Path] | None = None,
     reporter: Any = None,
 ) -> Any:
     """Tune every task of ``model`` (lowered in ``layout``) and append the measurements to its history log.
 
     Re-running with the same log resumes: the budget counts what the log already holds.
+    ``transfer_from`` logs (another machine's, another model's) give a head start: each task's
+    best schedules there are timed here before the search (``search.tune_tasks``).
     Returns the search state (per-task trials and best latencies, how the search stopped).
     """
     from .search import tune_tasks
@@ -113,50 +118,6 @@ def tune(
         more=more,
         tuner=tuner,
         measure=measure,
+        transfer_from=transfer_from,
         **kwargs,
     )
-
-
-@dataclass
-class ApplyReport:
-    """What ``tunebench apply`` prints: where subgraphs ran, records applied, error and latency."""
-
-    coverage: str
-    applied: int
-    max_abs_error: float
-    tvm_ms: float
-    eager_ms: float
-
-
-def apply_model(model: str, log: str | Path, target: str | None = None, fallback: str = "untuned", runs: int = 20) -> ApplyReport:
-    """Compile a zoo model with ``log``'s best records, check it against eager, time both interleaved.
-
-    Interleaving (eager, tvm, eager, tvm...) exposes both to the same load on a shared machine;
-    medians ignore the odd preempted run. A wrong output is an error, not a line in a report.
-    """
-    import statistics
-    import time
-
-    import torch
-
-    from .backend import compile as compile_model
-    from .context import apply_history_best
-    from .errors import TunebenchError
-    from .zoo import get_model
-
-    module, inputs = get_model(model)
-    with apply_history_best(log, target, fallback=fallback), torch.no_grad():
-        compiled = compile_model(module, *inputs)
-        got, want = compiled(*inputs), module(*inputs)
-        error = float((got - want).abs().max())
-        if not torch.allclose(got, want, rtol=1e-3, atol=1e-3):
-            raise TunebenchError(f"{model}: compiled output differs from PyTorch eager (max abs error {error:.3g})")
-        times: dict[str, list[float]] = {"tvm": [], "eager": []}
-        for _ in range(runs):
-            for name, fn in (("eager", module), ("tvm", compiled)):
-                start = time.perf_counter()
-                fn(*inputs)
-                times[name].append(time.perf_counter() - start)
-    graph = compiled.last
-    assert graph is not None
-    return ApplyReport(graph.coverage(), len(graph.applied), error, statistics.median(times["tvm"]) * 1e3, statistics.median(times["eager"]) * 1e3)

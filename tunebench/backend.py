@@ -4,8 +4,8 @@ As torch_tvm did, a captured graph is split: operators the Relax torch frontend 
 TVM subgraphs, everything else stays in PyTorch, so a model with one unsupported op still runs.
 Support is read from the frontend's own converter map, never from a hand-written list.
 
-Each distinct call signature (input shapes and dtypes, plus the active ``ServingConfig``) gets
-its own specialized graph: traced to core ATen with ``make_fx``, partitioned with torch.fx's
+Each distinct call signature (input shapes and dtypes, the weights' storage, plus the active
+``ServingConfig``) gets its own specialized graph: traced to core ATen with ``make_fx``, partitioned with torch.fx's
 ``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache. Parameters and
 buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
 tune``); this is an inference backend, and later weight updates are not seen.
@@ -20,7 +20,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,23 +86,78 @@ class SubgraphInfo:
     tasks: int
     applied: list[str] = field(default_factory=list)  # workload keys with a record applied
     reason: str = ""
+    lowering: str = ""  # choose.Lowering as text: the conv layout (and Winograd shapes) chosen from the log
+    flop: float = 0.0  # FLOP per call of its tasks
 
 
 @dataclass
 class CompiledGraph:
-    """A graph specialized for one call signature: the partitioned module and its subgraphs."""
+    """A graph specialized for one call signature: the partitioned module and its subgraphs.
+
+    ``weights`` holds the static inputs (parameters) it was built with: their addresses are part
+    of the dispatcher's key, and holding them keeps another model's weights from reusing them.
+    """
 
     module: torch.fx.GraphModule
     subgraphs: list[SubgraphInfo]
+    weights: tuple[Any, ...] = ()
 
     @property
     def applied(self) -> list[str]:
         return [k for s in self.subgraphs for k in s.applied if s.runner == "tvm"]
 
     def coverage(self) -> str:
-        tvm = [s for s in self.subgraphs if s.runner == "tvm"]
-        tasks = sum(s.tasks for s in self.subgraphs)
-        return f"{len(tvm)}/{len(self.subgraphs)} subgraphs in TVM, {sum(len(s.applied) for s in self.subgraphs)}/{tasks} tasks tuned"
+        return str(served([self]))
+
+
+@dataclass
+class Served:
+    """What the backend made of a model, over every graph dynamo handed it: the coverage a
+    caller (``tunebench bench``, ``tunebench apply``) reports, read from the backend, not recomputed."""
+
+    tvm: int = 0  # subgraphs running in TVM
+    pytorch: int = 0  # lowerable subgraphs kept in PyTorch (untuned tasks, or TVM failed on them)
+    tasks: int = 0
+    tuned: int = 0  # tasks with a record, wherever their subgraph runs
+    applied: int = 0  # records in the subgraphs that run in TVM
+    lowerings: list[str] = field(default_factory=list)  # of the TVM subgraphs, distinct
+    flop: float = 0.0  # FLOP per call of all tasks
+
+    def __str__(self) -> str:
+        layout = f", {'; '.join(self.lowerings)}" if self.lowerings else ""
+        return f"{self.tvm}/{self.tvm + self.pytorch} subgraphs in TVM, {self.tuned}/{self.tasks} tasks tuned{layout}"
+
+
+def served(graphs: Iterable[CompiledGraph]) -> Served:
+    """Sum the subgraphs of ``graphs`` (a model dynamo split at graph breaks has several)."""
+    out = Served()
+    for s in (s for g in graphs for s in g.subgraphs):
+        in_tvm = s.runner == "tvm"
+        out.tvm, out.pytorch = out.tvm + in_tvm, out.pytorch + (not in_tvm)
+        out.tasks, out.tuned, out.flop = out.tasks + s.tasks, out.tuned + len(s.applied), out.flop + s.flop
+        out.applied += len(s.applied) if in_tvm else 0
+        if in_tvm and s.lowering and s.lowering not in out.lowerings:
+            out.lowerings.append(s.lowering)
+    return out
+
+
+_watchers: list[list[CompiledGraph]] = []
+
+
+@contextmanager
+def watch() -> Iterator[list[CompiledGraph]]:
+    """Collect the graphs the backend serves calls with inside the block.
+
+    ``torch.compile`` hides the backend's callable; a caller that must report what ran (bench's
+    coverage column) reads it here. Dynamo may reuse a graph compiled earlier for an equal module,
+    so graphs are collected when they serve a call, not when they are created.
+    """
+    seen: list[CompiledGraph] = []
+    _watchers.append(seen)
+    try:
+        yield seen
+    finally:
+        _watchers.remove(seen)
 
 
 _threads = [0]
@@ -109,7 +165,7 @@ _threads = [0]
 
 def _set_threads(n: int) -> None:
     """Size TVM's thread pool (only when it changes: reconfiguring restarts the workers)."""
-    from .dispatch import set_tvm_threads
+    from .runtime import set_tvm_threads
 
     if n != _threads[0]:
         set_tvm_threads(n)
@@ -131,11 +187,11 @@ class TvmSubgraph(torch.nn.Module):
     def forward(self, *args: Any) -> Any:
         import tvm
 
-        from .dispatch import _to_torch
+        from .runtime import to_torch
 
         _set_threads(self.num_threads or torch.get_num_threads())
         STATS.tvm_runs += 1
-        out = _to_torch(self._main(*[tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]), torch)
+        out = to_torch(self._main(*[tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]), torch)
         return (out,) if self.tuple_out and not isinstance(out, tuple) else out
 
 
@@ -182,20 +238,22 @@ def _lower_and_build(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], 
     import tvm
 
     from . import frontend
-    from .dispatch import apply_records, build, choose_lowering
+    from .build import apply_records, build
+    from .choose import choose_lowering
 
     arity = len([n for n in sub.graph.nodes if n.op == "placeholder"])
     source = frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples)))
-    mod = choose_lowering(source, frontend.optimize(source, cfg.target), "nchw", cfg.target, cfg.log, cfg.best, cfg.winograd).mod
-    scheduled, coverage = apply_records(mod, cfg.target, cfg.log, cfg.best)
+    lowering = choose_lowering(source, frontend.optimize(source, cfg.target), "nchw", cfg.target, cfg.log, cfg.best, cfg.winograd)
+    scheduled, coverage = apply_records(lowering.mod, cfg.target, cfg.log, cfg.best)
+    said = {"lowering": str(lowering), "flop": float(sum(t.total_flop for t in coverage.tasks))}
     if coverage.missing and cfg.fallback == "untuned":
-        return Entry("pytorch", len(coverage.tasks), coverage.applied)
+        return Entry("pytorch", len(coverage.tasks), coverage.applied, **said)
     try:
         with tvm.transform.PassContext(opt_level=cfg.opt_level):
             executable = build(scheduled, cfg.target)
     except Exception as e:  # a TVM build error on a lowered subgraph: that subgraph stays in PyTorch
         raise TunebenchError(f"TVM cannot build it: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
-    return Entry("tvm", len(coverage.tasks), coverage.applied, executable)
+    return Entry("tvm", len(coverage.tasks), coverage.applied, executable, **said)
 
 
 class GraphDispatcher:
@@ -225,13 +283,21 @@ class GraphDispatcher:
         return self._configs[base.token]
 
     def prepare(self, *args: Any) -> CompiledGraph:
-        """The graph for these inputs' signature under the active config, built on first sight."""
+        """The graph for these inputs' signature under the active config, built on first sight.
+
+        Static inputs (parameters) are bound into the build as constants, so they key by address:
+        dynamo hands this dispatcher a second instance of the same module class too, and that
+        instance's weights must not be served by the first one's build.
+        """
         base = current()
-        key = (base.token, *((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for i, a in enumerate(args) if i not in self.static))
+        key = (base.token, *(_arg_key(a, i in self.static) for i, a in enumerate(args)))
         graph = self.graphs.get(key)
         if graph is None:
             graph = self.graphs[key] = self._build(args, self.config(base))
         self.last = graph
+        for seen in _watchers:
+            if not any(g is graph for g in seen):
+                seen.append(graph)
         return graph
 
     def __call__(self, *args: Any) -> Any:
@@ -262,7 +328,7 @@ class GraphDispatcher:
                 UntunedFallbackWarning,
                 stacklevel=3,
             )
-        return CompiledGraph(fused, subgraphs)
+        return CompiledGraph(fused, subgraphs, tuple(args[i] for i in sorted(self.static)))
 
     def _compile_partition(self, fused: torch.fx.GraphModule, node: torch.fx.Node, static: dict[str, Any], cfg: ServingConfig) -> SubgraphInfo:
         sub = fused.get_submodule(node.target)
@@ -285,7 +351,14 @@ class GraphDispatcher:
         if entry.runner == "tvm":
             output = next(n for n in sub.graph.nodes if n.op == "output").args[0]
             setattr(fused, node.target, TvmSubgraph(entry.module, dynamic, isinstance(output, (tuple, list)), cfg.num_threads))
-        return SubgraphInfo(node.target, entry.runner, entry.tasks, entry.applied)
+        return SubgraphInfo(node.target, entry.runner, entry.tasks, entry.applied, lowering=entry.lowering, flop=entry.flop)
+
+
+def _arg_key(arg: Any, static: bool) -> Any:
+    """One argument's part of a dispatcher key: a weight by address, an input by shape and dtype."""
+    if not isinstance(arg, torch.Tensor):
+        return arg
+    return arg.data_ptr() if static else (tuple(arg.shape), arg.dtype)
 
 
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """Benchmark: PyTorch eager, torch.compile (inductor), tunebench untuned and tunebench tuned, in one process.
 
+Why the tunebench columns go through ``torch.compile(model, backend="tunebench")`` (the tuned one
+inside ``apply_history_best(log)``): that is what users run, so the bench's number is the number
+they get, and ``tunebench apply`` (the same columns, strict alternation) agrees with it by
+construction. The whole-model build (``build.compile_model``) is an opt-in extra column, timed
+under the same protocol, to compare the two paths in one run.
+
 Why interleaved: on a shared, noisy machine the load drifts over seconds; timing A B C A B C ...
 exposes every column to the same drift, so the ratios hold even when absolute numbers wander.
 Why medians and percentiles: one preempted call should not move the result. Why outputs are
@@ -10,11 +16,13 @@ lowering and build) is kept apart from run time.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gc
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +32,15 @@ from typing import Any
 from .errors import TunebenchError
 
 EAGER, INDUCTOR, UNTUNED, TUNED = "eager", "inductor", "tunebench-untuned", "tunebench-tuned"
+WHOLE = "tunebench-whole-model"
+# What each column times, as the JSON and the table caption say it.
+PATHS = {
+    EAGER: "model(*inputs)",
+    INDUCTOR: 'torch.compile(model, backend="inductor")',
+    UNTUNED: 'torch.compile(model, backend="tunebench") with no records and fallback "never" (naive TVM kernels)',
+    TUNED: 'torch.compile(model, backend="tunebench") inside tunebench.apply_history_best(log)',
+    WHOLE: "build.compile_model: the whole model lowered and built at once, no dynamo, no partitioner",
+}
 # Naive (unscheduled) TVM kernels run tens of times slower than eager: above this much work one
 # untuned call takes seconds, so that column is opt-in (--untuned).
 UNTUNED_GFLOP_LIMIT = 0.5
@@ -57,6 +74,7 @@ class Column:
     max_abs_err: float | None = None
     calls_per_sample: int = 1
     times: list[float] = field(default_factory=list)  # seconds per call, one entry per sample
+    served: Any = None  # backend.Served: what ran in TVM and PyTorch, as the backend reported it
     fn: Callable[[], Any] | None = field(default=None, repr=False)
 
     def skip(self, reason: str) -> None:
@@ -109,6 +127,10 @@ class BenchResult:
     def gflops(self, col: Column) -> float | None:
         return self.flop / col.median / 1e9 if col.median and self.flop else None
 
+    @property
+    def protocol(self) -> str:
+        return protocol(self.settle)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": 1,
@@ -130,6 +152,7 @@ class BenchResult:
             "iters": self.iters,
             "warmup": self.warmup,
             "settle": self.settle,
+            "protocol": self.protocol,
             "log": self.log,
             "lower_s": self.lower_s,
             "tolerance": {"rtol": RTOL, "atol": ATOL},
@@ -137,10 +160,12 @@ class BenchResult:
             "columns": [
                 {
                     "name": c.name,
+                    "path": PATHS[c.name],
                     "status": c.status,
                     "reason": c.reason,
                     "compile_s": c.compile_s,
                     "coverage": c.coverage,
+                    "served": dataclasses.asdict(c.served) if c.served is not None else None,
                     "max_abs_err": c.max_abs_err,
                     "calls_per_sample": c.calls_per_sample,
                     "median_s": c.median,
@@ -164,7 +189,7 @@ def set_threads(threads: int) -> dict[str, int]:
     """
     import torch
 
-    from .dispatch import set_tvm_threads
+    from .runtime import set_tvm_threads
 
     torch.set_num_threads(threads)
     return {"torch": torch.get_num_threads(), "tvm": set_tvm_threads(threads)}
@@ -230,6 +255,13 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
 
 
+def protocol(settle: int) -> str:
+    """The timing protocol in words, for the table title, the JSON and ``tunebench apply``."""
+    if settle:
+        return f"interleaved, {settle} untimed settling call(s) before each sample"
+    return "strict alternation (A B A B ..., no settling calls)"
+
+
 def run_bench(
     model: str,
     *,
@@ -242,45 +274,34 @@ def run_bench(
     settle: int = 0,
     winograd: bool = False,
     untuned: bool | None = None,
+    whole_model: bool = False,
+    inductor: bool = True,
+    fallback: str = "untuned",
     torch_isa: str | None = None,
     command: str | None = None,
 ) -> BenchResult:
-    """Benchmark ``model`` (zoo name or ``file.py:factory``) in the four columns.
+    """Benchmark ``model`` (zoo name or ``file.py:factory``): eager, inductor, and tunebench as users serve it.
 
-    ``untuned=None`` runs the untuned TVM column only for models under UNTUNED_GFLOP_LIMIT.
-    ``torch_isa`` (a ``TORCH_ISA`` key) caps PyTorch's instruction set; torch must not be imported yet.
+    ``untuned=None`` runs the untuned TVM column only under UNTUNED_GFLOP_LIMIT; ``whole_model`` adds
+    the ``build.compile_model`` column; ``inductor=False`` and ``fallback`` (the backend's policy for
+    untuned subgraphs) serve ``tunebench apply``. ``torch_isa`` (a ``TORCH_ISA`` key) caps PyTorch's ISA.
     """
     isa_env = _cap_torch_isa(torch_isa)
     import torch
 
-    from .dispatch import target_for_log
-    from .records import read_log
-    from .target import host_fingerprint, resolve_target
-    from .zoo import get_model
+    from .target import host_fingerprint
 
-    if iters < 1:
-        raise TunebenchError(f"--iters must be at least 1, got {iters}")
-    history = read_log(log) if log is not None else None  # a bad path fails now, not after compiling
-    spec = resolve_target(target if target is not None else target_for_log(history), threads)
+    history, spec, module, inputs = _setup(model, log, target, threads, batch, iters)
     thread_counts = set_threads(spec.num_cores)
-    module, inputs = get_model(model)
-    inputs = with_batch(inputs, batch)
-    with torch.no_grad():
+    counted = count_flops(module, inputs)
+    # a private compile cache: compile time is capture + lowering + build, not loading an earlier run's library
+    with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as cache_dir, torch.no_grad():
         ref = module(*inputs)
-    flop, flop_source = count_flops(module, inputs), "torch FlopCounterMode"
-
-    eager, inductor, untuned_col, tuned = Column(EAGER), Column(INDUCTOR), Column(UNTUNED), Column(TUNED)
-    eager.fn, eager.compile_s = (lambda: module(*inputs)), 0.0
-    inductor.fn = _inductor(module, inputs)
-
-    lower_s, tasks_flop = _tvm_columns(module, inputs, spec, history, flop, untuned, untuned_col, tuned, winograd)
-    if not flop and tasks_flop:  # e.g. a model of ops FlopCounterMode does not count
-        flop, flop_source = tasks_flop, "TVM task FLOP sum"
-
-    columns = [eager, inductor, untuned_col, tuned]
-    with torch.no_grad():
+        serving = _Serving(spec, history, cache_dir, fallback, winograd)
+        columns, lower_s = _columns(module, inputs, serving, counted, untuned, inductor, whole_model)
         _check(columns, ref)
         _time(columns, iters, warmup, settle)
+    flop, flop_source = _flop(counted, columns)
     return BenchResult(
         model=model,
         batch=int(inputs[0].shape[0]),
@@ -302,6 +323,28 @@ def run_bench(
     )
 
 
+def _setup(model: str, log: str | Path | None, target: str | None, threads: int | None, batch: int | None, iters: int) -> tuple[Any, Any, Any, tuple[Any, ...]]:
+    """(log, target, module, inputs), bad arguments refused first: a bad log path fails before anything compiles."""
+    from .choose import target_for_log
+    from .records import read_log
+    from .target import resolve_target
+    from .zoo import get_model
+
+    if iters < 1:
+        raise TunebenchError(f"--iters must be at least 1, got {iters}")
+    history = read_log(log) if log is not None else None
+    spec = resolve_target(target if target is not None else target_for_log(history), threads)
+    module, inputs = get_model(model)
+    return history, spec, module, with_batch(inputs, batch)
+
+
+def _flop(counted: float, columns: list[Column]) -> tuple[float, str]:
+    """(FLOP per call, where it came from): FlopCounterMode's count, else the FLOP of the TVM tasks
+    the backend reported (a model of ops FlopCounterMode does not count)."""
+    tasks = max((c.served.flop for c in columns if c.served is not None), default=0.0)
+    return (tasks, "TVM task FLOP sum") if not counted and tasks else (counted, "torch FlopCounterMode")
+
+
 def _cap_torch_isa(isa: str | None) -> dict[str, str]:
     """Set the environment that caps PyTorch's ISA; returns it (empty without ``isa``)."""
     if isa is None:
@@ -315,6 +358,36 @@ def _cap_torch_isa(isa: str | None) -> dict[str, str]:
     return dict(env)
 
 
+@dataclass
+class _Serving:
+    """What the TVM columns share: target, log, the run's private compile cache, serving options."""
+
+    spec: Any  # TargetSpec
+    history: Any  # HistoryLog | None
+    cache_dir: str
+    fallback: str = "untuned"
+    winograd: bool = False
+
+
+def _columns(
+    module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None, inductor: bool, whole_model: bool
+) -> tuple[list[Column], float | None]:
+    """Every column, the TVM ones compiled (first call timed); returns them and the whole-model lowering time."""
+    eager, inductor_col = Column(EAGER, compile_s=0.0), Column(INDUCTOR)
+    eager.fn = lambda: module(*inputs)
+    if inductor:
+        inductor_col.fn = _inductor(module, inputs)
+    else:
+        inductor_col.skip("not asked for")
+    unusable = _unusable(serving.history, serving.spec)
+    columns = [eager, inductor_col, _untuned_column(module, inputs, serving, flop, untuned), _tuned_column(module, inputs, serving, unusable)]
+    lower_s = None
+    if whole_model:
+        whole, lower_s = _whole_model_column(module, inputs, serving, unusable)
+        columns.append(whole)
+    return columns, lower_s
+
+
 def _inductor(module: Any, inputs: tuple[Any, ...]) -> Callable[[], Any]:
     """torch.compile compiles on the first call; _check times that call as the compile time."""
     import torch
@@ -323,55 +396,135 @@ def _inductor(module: Any, inputs: tuple[Any, ...]) -> Callable[[], Any]:
     return lambda: compiled(*inputs)
 
 
-def _tvm_columns(
-    module: Any,
-    inputs: tuple[Any, ...],
-    spec: Any,
-    history: Any,
-    flop: float,
-    untuned: bool | None,
-    untuned_col: Column,
-    tuned: Column,
-    winograd: bool = False,
-) -> tuple[float | None, float]:
-    """Lower once (shared by both TVM columns), then build each; returns (lowering secs, task FLOP sum).
+def _unusable(history: Any, spec: Any) -> str:
+    """Why no record of ``history`` can serve ``spec`` on this host ("" when one can, or no log).
 
-    The ahead-of-time path (``lower_model`` + ``compile_model``) is the one records are known to
-    apply to; each column's compile time is lowering plus its own build.
+    ``choose.best_records`` decides usability; this only explains its empty answer. A log tuned
+    for another CPU, or an ISA this host lacks, would otherwise give a "tuned" column of untuned code.
+    """
+    from .choose import best_records
+
+    if history is None or best_records(history, spec, warn=False):
+        return ""
+    ok = [r for r in history.records if r.ok]
+    if not ok:
+        return "the log holds no successful record"
+    tuned_for = sorted({str(r.target.get("mcpu") or r.target.get("kind")) for r in ok})
+    lacks = sorted({f for r in ok if r.target.get("kind") == "llvm" for f in _missing(r.target)})
+    why = f"; this CPU lacks {', '.join(lacks)}" if lacks else ""
+    return f"no record in the log is usable here: it was tuned for {', '.join(tuned_for)}, this run's target is {spec.mcpu}{why}"
+
+
+def _missing(config: dict[str, Any]) -> list[str]:
+    """ISA flags this CPU lacks for ``config``; none for a target TVM cannot parse (it is unusable anyway)."""
+    from .errors import TunebenchError
+    from .target import missing_flags
+
+    try:
+        return missing_flags(config)
+    except TunebenchError:
+        return []
+
+
+def _serve(col: Column, module: Any, inputs: tuple[Any, ...], cfg: Any) -> None:
+    """Make ``col`` call ``torch.compile(module, backend="tunebench")`` with ``cfg`` active, as users do.
+
+    The first call (dynamo capture, partitioning, lowering, build) is the compile time; what ran
+    where comes from the backend (``backend.watch``). Every later call re-enters ``cfg``
+    (``context.activate``), as a user's calls inside the ``apply_history_best`` block do.
+    """
+    import torch
+
+    from .backend import served, watch
+    from .context import activate
+
+    compiled = torch.compile(module, backend="tunebench")
+
+    def call() -> Any:
+        with activate(cfg):
+            return compiled(*inputs)
+
+    try:
+        with watch() as graphs:
+            t0 = time.perf_counter()
+            call()
+            col.compile_s = time.perf_counter() - t0
+    except Exception as e:  # a capture or build that fails is a column that cannot run
+        col.skip(f"cannot compile: {_first_line(e)}")
+        return
+    col.fn, col.served = call, served(graphs)
+    col.coverage = str(col.served)
+
+
+def _untuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None) -> Column:
+    """TVM with no records, every subgraph forced into TVM: the naive kernels tuning starts from."""
+    from .context import make_config
+
+    col = Column(UNTUNED)
+    if untuned is False:
+        col.skip("--no-untuned")
+    elif untuned is None and flop > UNTUNED_GFLOP_LIMIT * 1e9:
+        col.skip(f"{flop / 1e9:.2f} GFLOP > {UNTUNED_GFLOP_LIMIT}: naive kernels are tens of times slower; pass --untuned")
+    else:
+        _serve(col, module, inputs, make_config(None, serving.spec, fallback="never", cache_dir=serving.cache_dir))
+    return col
+
+
+def _tuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusable: str) -> Column:
+    """The log's best records, served as users serve them: ``torch.compile`` inside ``apply_history_best``.
+
+    Skipped with the reason when no record can serve this host and target, or when nothing would
+    run in TVM: a "tuned" row timing PyTorch (or naive kernels) would claim what did not happen.
+    """
+    from .context import apply_history_best
+
+    col = Column(TUNED)
+    if serving.history is None:
+        col.skip("no --log given")
+    elif unusable:
+        col.skip(unusable)
+    else:
+        settings = {"fallback": serving.fallback, "winograd": serving.winograd, "cache_dir": serving.cache_dir}
+        with apply_history_best(serving.history, serving.spec, **settings) as cfg:
+            _serve(col, module, inputs, cfg)
+        if col.served is not None and not col.served.tvm:
+            untuned = col.served.tasks - col.served.tuned
+            why = f"{untuned} task(s) have no usable record and their subgraphs stay in PyTorch" if untuned else "TVM could not build its subgraphs"
+            col.skip(f"nothing runs in TVM ({col.coverage}): {why}")
+    return col
+
+
+def _whole_model_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusable: str) -> tuple[Column, float | None]:
+    """The whole model lowered and built at once (``build.compile_model``: no dynamo, no partitioner).
+
+    Beside the tuned column, one run compares the two paths under one protocol. Returns the
+    column and its lowering time (its compile time counts lowering and build).
     """
     from .api import lower_model
-    from .dispatch import compile_model
+    from .backend import Served
+    from .build import compile_model
 
-    if untuned is False:
-        untuned_col.skip("--no-untuned")
-    elif untuned is None and flop > UNTUNED_GFLOP_LIMIT * 1e9:
-        untuned_col.skip(f"{flop / 1e9:.2f} GFLOP > {UNTUNED_GFLOP_LIMIT}: naive kernels are tens of times slower; pass --untuned")
-    if history is None:
-        tuned.skip("no --log given")
-    if untuned_col.status == "skipped" and tuned.status == "skipped":
-        return None, 0.0
+    col = Column(WHOLE)
+    if serving.history is None or unusable:
+        col.skip(unusable or "no --log given")
+        return col, None
     try:
         t0 = time.perf_counter()
-        lowered = lower_model(module, spec, example_inputs=inputs)
+        lowered = lower_model(module, serving.spec, example_inputs=inputs, layout="nchw")
         lower_s = time.perf_counter() - t0
-    except Exception as e:  # any lowering failure costs both TVM columns, not the benchmark
-        for col in (untuned_col, tuned):
-            if col.status == "ok":
-                col.skip(f"lowering failed: {_first_line(e)}")
-        return None, 0.0
-    for col, log in ((untuned_col, None), (tuned, history)):
-        if col.status != "ok":
-            continue
-        try:
-            t0 = time.perf_counter()
-            compiled = compile_model(lowered.relax_mod, spec, log, source=lowered.source, layout=lowered.layout, winograd=winograd)
-            col.compile_s = lower_s + time.perf_counter() - t0
-        except Exception as e:  # a build that fails is a column that cannot run
-            col.skip(f"build failed: {_first_line(e)}")
-            continue
-        col.fn = lambda c=compiled: c(*inputs)
-        col.coverage = f"{compiled.coverage}, {compiled.lowering}" if log is not None else str(compiled.coverage)
-    return lower_s, sum(t.total_flop for t in lowered.tasks)
+        compiled = compile_model(lowered.relax_mod, serving.spec, serving.history, source=lowered.source, layout=lowered.layout, winograd=serving.winograd)
+        col.compile_s = time.perf_counter() - t0
+    except Exception as e:  # a lowering or build that fails costs this column, not the benchmark
+        col.skip(f"cannot lower or build: {_first_line(e)}")
+        return col, None
+    cov = compiled.coverage
+    col.served = Served(1, 0, len(cov.tasks), len(cov.applied), len(cov.applied), [str(compiled.lowering)], sum(t.total_flop for t in cov.tasks))
+    col.coverage = str(col.served)
+    if cov.applied:
+        col.fn = lambda: compiled(*inputs)
+    else:
+        col.skip(f"no record of the log matches this model's tasks ({col.coverage})")
+    return col, lower_s
 
 
 def _check(columns: list[Column], ref: Any) -> None:
@@ -447,12 +600,14 @@ def table(result: BenchResult) -> Any:
     from rich.table import Table
 
     shapes = ", ".join("x".join(map(str, s)) for s in result.input_shapes)
-    settle = f", {result.settle} untimed settling call(s) before each sample" if result.settle else ""
-    if result.torch_isa.get("ONEDNN_MAX_CPU_ISA"):
-        settle += f", PyTorch's oneDNN capped at {result.torch_isa['ONEDNN_MAX_CPU_ISA']}"
+    isa = f", PyTorch's oneDNN capped at {result.torch_isa['ONEDNN_MAX_CPU_ISA']}" if result.torch_isa.get("ONEDNN_MAX_CPU_ISA") else ""
+    paths = f"{UNTUNED} and {TUNED}: {PATHS[TUNED].split(' inside')[0]} (tuned: inside apply_history_best(log))"
+    if any(c.name == WHOLE for c in result.columns):
+        paths += f"; {WHOLE}: {PATHS[WHOLE].split(':')[0]} (whole model)"
+    threads = f"{result.threads['torch']} torch / {result.threads['tvm']} TVM threads"
     t = Table(
-        title=f"{result.model} ({shapes}), {result.threads['torch']} torch / {result.threads['tvm']} TVM threads, {result.iters} interleaved rounds{settle}",
-        caption=f"speedup = {SPEEDUP}; {result.flop / 1e6:.1f} MFLOP per call ({result.flop_source})",
+        title=f"{result.model} ({shapes}), {threads}, {result.iters} rounds, {result.protocol}{isa}",
+        caption=f"{paths}\nspeedup = {SPEEDUP}; {result.flop / 1e6:.1f} MFLOP per call ({result.flop_source})",
     )
     for name in ("column", "status", "compile s", "median ms", "p10-p90 ms", "GFLOP/s", "speedup", "note"):
         t.add_column(name, justify="left" if name in ("column", "status", "note") else "right")
@@ -477,3 +632,41 @@ def table(result: BenchResult) -> Any:
 
 def _fmt(value: float | None, spec: str) -> str:
     return spec.format(value) if value is not None else ""
+
+
+@dataclass
+class ApplyReport:
+    """What ``tunebench apply`` prints: where subgraphs ran, records applied, error, latency and how it was timed."""
+
+    coverage: str
+    applied: int
+    max_abs_error: float
+    tvm_ms: float
+    eager_ms: float
+    protocol: str = ""
+    rounds: int = 0
+
+
+def apply_model(model: str, log: str | Path, target: str | None = None, fallback: str = "untuned", runs: int = 20) -> ApplyReport:
+    """Serve a model with ``log``'s best records, check it against eager, time both: ``tunebench bench``'s
+    eager and tuned columns under strict alternation, so ``apply`` and ``bench`` agree by construction.
+
+    The path is the one users run, ``torch.compile(model, backend="tunebench")`` inside
+    ``apply_history_best(log)``. A wrong output, or a log with nothing to serve here, is an error,
+    not a line in a report.
+    """
+    from .errors import TunebenchError
+
+    result = run_bench(model, log=log, target=target, iters=runs, settle=0, untuned=False, inductor=False, fallback=fallback)
+    tuned, eager = result.column(TUNED), result.column(EAGER)
+    if tuned.status != "ok" or tuned.median is None or eager.median is None:
+        raise TunebenchError(f"{model}: tunebench {tuned.status}: {tuned.reason}")
+    return ApplyReport(
+        coverage=tuned.coverage or "",
+        applied=tuned.served.applied,
+        max_abs_error=tuned.max_abs_err or 0.0,
+        tvm_ms=tuned.median * 1e3,
+        eager_ms=eager.median * 1e3,
+        protocol=result.protocol,
+        rounds=result.iters,
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries say how the subgraph was lowered and its task FLOP (what bench and apply report)
 
 
 class CacheWarning(UserWarning):
@@ -53,17 +53,30 @@ def default_cache_dir() -> Path:
 @dataclass
 class Entry:
     """A compiled subgraph: ``runner`` is ``"tvm"`` (with ``module``, a VM-loadable module) or
-    ``"pytorch"`` (the fallback policy kept it out of TVM); ``applied`` are workload keys."""
+    ``"pytorch"`` (the fallback policy kept it out of TVM); ``applied`` are workload keys.
+    ``lowering`` (layout, Winograd shapes) and ``flop`` (its tasks' FLOP per call) are kept so a
+    disk hit reports what a fresh build would."""
 
     runner: str
     tasks: int
     applied: list[str] = field(default_factory=list)
     module: Any = None
+    lowering: str = ""
+    flop: float = 0.0
 
     def meta(self, key: str) -> dict[str, Any]:
         import tvm
 
-        return {"v": CACHE_VERSION, "key": key, "tvm": tvm.__version__, "runner": self.runner, "tasks": self.tasks, "applied": self.applied}
+        return {
+            "v": CACHE_VERSION,
+            "key": key,
+            "tvm": tvm.__version__,
+            "runner": self.runner,
+            "tasks": self.tasks,
+            "applied": self.applied,
+            "lowering": self.lowering,
+            "flop": self.flop,
+        }
 
 
 class CompileCache:
@@ -97,7 +110,7 @@ class CompileCache:
             meta = json.loads(meta_path.read_text())
             if meta.get("v") != CACHE_VERSION or meta.get("key") != key or meta.get("tvm") != tvm.__version__:
                 raise ValueError("written by another tunebench or TVM version")
-            entry = Entry(meta["runner"], int(meta["tasks"]), list(meta["applied"]))
+            entry = Entry(meta["runner"], int(meta["tasks"]), list(meta["applied"]), lowering=str(meta["lowering"]), flop=float(meta["flop"]))
             if entry.runner == "tvm":
                 entry.module = tvm.runtime.load_module(str(folder / f"{key}.so"))
             elif entry.runner != "pytorch":

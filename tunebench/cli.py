@@ -80,7 +80,7 @@ def tune(
     timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds")] = None,
     more: Annotated[Optional[int], typer.Option(help="trials for this run, on top of what the log holds")] = None,
     tuner: Annotated[str, typer.Option(help="xgb (evolutionary search + XGBoost cost model) or random")] = "xgb",
-    log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl)")] = None,
+    log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl.gz)")] = None,
     num_cores: CoresOpt = None,
     rpc: Annotated[Optional[str], typer.Option(help="measure on an RPC tracker's servers, HOST:PORT")] = None,
     rpc_key: Annotated[Optional[str], typer.Option(help="device key the RPC servers registered under")] = None,
@@ -89,12 +89,15 @@ def tune(
     protocol: Annotated[
         str, typer.Option(help="timing: cold (caches flushed of all but the input before each call, as inside a model) or warm (repeated calls)")
     ] = "cold",
+    transfer_from: Annotated[
+        Optional[list[Path]], typer.Option("--from", help="log(s) whose best schedules per task are timed here first (another machine's or model's)")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view; one line per batch")] = False,
 ) -> None:
     """Search schedules for every task of MODEL; resumable, every batch appended to the log."""
     from . import api
-    from .measure import MeasureConfig
     from .progress import LineReporter, LiveReporter, summary
+    from .settings import MeasureConfig
     from .target import resolve_target
 
     if (rpc is None) != (rpc_key is None):
@@ -114,6 +117,7 @@ def tune(
         winograd=winograd,
         layout=layout,
         measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key),
+        transfer_from=transfer_from,
         reporter=reporter,
     )
     summary(state, console, str(log_path), "tunebench " + shlex.join(sys.argv[1:]))
@@ -133,10 +137,14 @@ def bench(
     settle: Annotated[int, typer.Option(help="untimed calls of a column right before each of its samples (0: strict A B C alternation)")] = 0,
     winograd: Annotated[bool, typer.Option("--winograd", help="serve Winograd for conv shapes whose Winograd records beat the direct ones")] = False,
     untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only under 0.5 GFLOP)")] = None,
+    whole_model: Annotated[
+        bool, typer.Option("--whole-model", help="also time the whole-model build (build.compile_model, no dynamo) with LOG's records")
+    ] = False,
     torch_isa: Annotated[Optional[str], typer.Option(help="cap PyTorch's instruction set (avx2, avx512): a same-ISA comparison")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
-    """Time MODEL in PyTorch eager, torch.compile (inductor) and tunebench untuned/tuned, interleaved."""
+    """Time MODEL in PyTorch eager, inductor and tunebench, interleaved; tunebench as users run it:
+    torch.compile(model, backend="tunebench") inside apply_history_best(LOG)."""
     from .bench import run_bench, table, write_json
 
     result = run_bench(
@@ -150,6 +158,7 @@ def bench(
         settle=settle,
         winograd=winograd,
         untuned=untuned,
+        whole_model=whole_model,
         torch_isa=torch_isa,
         command="tunebench " + shlex.join(sys.argv[1:]),
     )
@@ -167,8 +176,8 @@ def plot(
     eager_ms: Annotated[Optional[float], typer.Option(help="PyTorch eager latency to draw, ms")] = None,
     bench_json: Annotated[Optional[Path], typer.Option(help="take the eager latency from a tunebench bench --json file")] = None,
     model: Annotated[Optional[str], typer.Option(help="count the model's tasks, not just those the log has met")] = None,
-    target: TargetOpt = "avx2",
-    layout: Annotated[str, typer.Option(help="with --model: the conv layout whose tasks count (blocked or nchw)")] = "nchw",
+    target: LogTargetOpt = None,
+    layout: Annotated[str, typer.Option(help="with --model: the conv layout whose tasks count (blocked or nchw)")] = "blocked",
 ) -> None:
     """Plot LOG's tuning curve: estimated model latency against trials and wall time."""
     from .plot import plot_log
@@ -229,14 +238,15 @@ def apply_cmd(
     log: Annotated[Path, typer.Option(help="history log, or a directory of logs, whose best records are applied")],
     target: LogTargetOpt = None,
     fallback: Annotated[str, typer.Option(help="untuned: subgraphs with untuned tasks run in PyTorch; never: all in TVM")] = "untuned",
-    runs: Annotated[int, typer.Option(help="interleaved timed runs of each")] = 20,
+    runs: Annotated[int, typer.Option(help="timed rounds, one sample of eager and one of tunebench each (strict alternation)")] = 20,
 ) -> None:
-    """Compile MODEL with LOG's best records, check it against PyTorch eager and time both."""
-    from .api import apply_model
+    """Serve MODEL with LOG's best records (torch.compile inside apply_history_best), check it against
+    PyTorch eager and time both: bench's eager and tuned columns, strict alternation."""
+    from .bench import apply_model
 
     r = apply_model(model, log, target, fallback, runs)
     console.print(f"{model}: {r.coverage}; {r.applied} record(s) applied; max abs error vs eager {r.max_abs_error:.2g}")
-    console.print(f"median latency: tunebench {r.tvm_ms:.2f} ms, eager {r.eager_ms:.2f} ms ({r.eager_ms / r.tvm_ms:.2f}x)")
+    console.print(f"median latency over {r.rounds} rounds, {r.protocol}: tunebench {r.tvm_ms:.2f} ms, eager {r.eager_ms:.2f} ms ({r.eager_ms / r.tvm_ms:.2f}x)")
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:

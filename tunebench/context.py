@@ -44,7 +44,7 @@ class ServingConfig:
     fallback: str = "untuned"
     cache_dir: Path | None = None
     num_threads: int | None = None
-    winograd: bool = False  # let conv shapes whose Winograd records win run as Winograd (dispatch.choose_lowering)
+    winograd: bool = False  # let conv shapes whose Winograd records win run as Winograd (choose.choose_lowering)
     token: int = field(default_factory=lambda: next(_tokens))
 
 
@@ -63,7 +63,7 @@ def make_config(
     Records for another CPU model, or an ISA this host lacks, are dropped here with a
     ``ForeignRecordWarning``: applying them could end in an illegal instruction.
     """
-    from .dispatch import best_records, target_for_log
+    from .choose import best_records, target_for_log
     from .records import HistoryLog, read_log
     from .target import resolve_target
 
@@ -106,11 +106,24 @@ def current() -> ServingConfig:
 
 
 @contextmanager
-def apply_history_best(logs: LogPaths, target: Any = None, **settings: Any) -> Iterator[ServingConfig]:
-    """Compile with the best record per workload from ``logs`` (file, directory or list) inside the block."""
-    token = _active.set(make_config(logs, target, **settings))
+def apply_history_best(logs: LogPaths | Any, target: Any = None, **settings: Any) -> Iterator[ServingConfig]:
+    """Compile with the best record per workload from ``logs`` (file, directory, list, or a read
+    ``HistoryLog``) inside the block."""
+    with activate(make_config(logs, target, **settings)) as cfg:
+        yield cfg
+
+
+@contextmanager
+def activate(cfg: ServingConfig) -> Iterator[ServingConfig]:
+    """Make ``cfg`` the active config again inside the block.
+
+    Graphs are built per config (its ``token``): re-entering the same config finds them, where a
+    new ``apply_history_best`` block would read the logs again and build anew. ``tunebench bench``
+    runs each call of a column inside its config this way.
+    """
+    token = _active.set(cfg)
     try:
-        yield _active.get()  # type: ignore[misc]
+        yield cfg
     finally:
         _active.reset(token)
 

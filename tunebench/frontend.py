@@ -76,7 +76,7 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
 def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec, layout: str = "nchw") -> tuple[Any, Any]:
     """Model -> (Relax IRModule as imported, fused IRModule with direct convs in ``layout``).
 
-    The imported module is kept so that ``dispatch`` can lower it again another way (the other
+    The imported module is kept so that ``choose`` can lower it again another way (the other
     layout, Winograd convs) when the log says that way is faster.
     """
     source = to_relax(export(model, example_inputs))

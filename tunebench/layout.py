@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .target import MCPU_FLAGS, TargetSpec, cpu_flags
+from .target import TargetSpec, required_flags
 
 LAYOUTS = ("blocked", "nchw")
 TASK_MARK = "conv2d_NCHWc"  # in the name of every blocked conv task
@@ -25,8 +25,7 @@ TASK_MARK = "conv2d_NCHWc"  # in the name of every blocked conv task
 
 def block(target: TargetSpec) -> int:
     """Channels per block: one vector of fp32 lanes (16 with AVX-512, 8 with AVX2)."""
-    flags = MCPU_FLAGS.get(target.mcpu) or cpu_flags()  # "native" names the host's own CPU
-    return 16 if "avx512f" in flags else 8
+    return 16 if "avx512f" in required_flags(target.config) else 8  # LLVM's features of the mcpu (and mattr)
 
 
 def convert(mod: Any, target: TargetSpec) -> Any:

@@ -11,21 +11,25 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import TunebenchError
 from .records import HistoryLog, Record, WorkloadEntry, locked, log_files, read_log, tvm_version, write_log_atomic
-from .target import MCPU_FLAGS, canonical, cpu_flags, preset_of
+from .target import canonical, missing_flags, preset_of
+from .target import identity as target_identity
 
 
 def unusable_reason(record: Record) -> str:
     """Why this machine cannot use ``record`` ('' if it can): ISA it lacks, or another TVM's schedule."""
     if record.target.get("kind") != "llvm":
         return f"target kind {record.target.get('kind')!r}"
-    flags = cpu_flags()
-    missing = [f for f in MCPU_FLAGS.get(str(record.target.get("mcpu", "")), ()) if flags and f not in flags]
+    try:
+        missing = missing_flags(record.target)  # LLVM's features for its mcpu and mattr, any mcpu
+    except TunebenchError as e:  # a target this TVM cannot even parse
+        return str(e)
     if missing:
         return f"CPU lacks {', '.join(missing)}"
     if record.tvm != tvm_version():
@@ -51,6 +55,7 @@ class WorkloadRow:
     flop: float
     weight: int
     target: str  # preset name (avx2, avx512, or the mcpu)
+    machine: str  # ``Record.measured_class`` of the records in this row: timings of one kind of machine
     trials: int
     errors: int
     best: Record | None
@@ -90,26 +95,28 @@ class LogSummary:
 
 
 def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> LogSummary:
-    """Per (workload, target): trials and best record; per target: the tuned model's estimated latency.
+    """Per (workload, target, machine class): trials and best record; per target and machine class:
+    the tuned model's estimated latency (a merged log shows each machine's own bests).
 
     The estimate uses the weights stored in the log's workload lines (the model it was tuned for).
     ``models`` (zoo names or file.py:factory) are lowered and matched by workload key, which also
     says which of their tasks the log does not cover; lowering costs seconds, so it is opt-in.
     """
     log = read_log(path, warn=False)
-    groups: dict[tuple[str, str], list[Record]] = {}
+    groups: dict[tuple[str, str, str], list[Record]] = {}
     for r in log.records:
-        groups.setdefault((r.key, canonical(r.target)), []).append(r)
+        groups.setdefault((r.key, target_identity(r.target), r.measured_class), []).append(r)
     rows = []
-    for (key, _), recs in groups.items():
+    for (key, _, machine), recs in groups.items():
         w = log.workloads.get(key) or WorkloadEntry(key, "?", 0.0, "", 1)
         ok = [r for r in recs if r.ok]
         best = min(ok, key=lambda r: r.rank) if ok else None
-        rows.append(
-            WorkloadRow(w.task, key, w.flop, w.weight, preset_of(recs[0].target), len(recs), len(recs) - len(ok), best, unusable_reason(best) if best else "")
-        )
-    rows.sort(key=lambda row: (row.target, -row.weight * row.latency if math.isfinite(row.latency) else 0.0, row.task, row.key))
-    totals = [_log_total(Path(path).stem, target, [row for row in rows if row.target == target]) for target in sorted({row.target for row in rows})]
+        reason = unusable_reason(best) if best else ""
+        rows.append(WorkloadRow(w.task, key, w.flop, w.weight, preset_of(recs[0].target), machine, len(recs), len(recs) - len(ok), best, reason))
+    rows.sort(key=lambda row: (row.target, row.machine, -row.weight * row.latency if math.isfinite(row.latency) else 0.0, row.task, row.key))
+    kinds = sorted({(row.target, row.machine) for row in rows})
+    name = Path(path).name.removesuffix(".gz").removesuffix(".jsonl")
+    totals = [_log_total(name, f"{t} timed on {m}", [row for row in rows if (row.target, row.machine) == (t, m)]) for t, m in kinds]
     for model in models or []:
         totals.extend(_model_totals(model, log))
     return LogSummary(Path(path), rows, totals, log.problems)
@@ -133,11 +140,12 @@ def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
 
     with_winograd, with_blocked = winograd.in_log(log), layout.in_log(log)
     out = []
-    for config in sorted({canonical(r.target) for r in log.records}):
+    for config in sorted({target_identity(r.target) for r in log.records}):
         spec = resolve_target(json.dumps(json.loads(config)), check=False)
-        best = HistoryLog(workloads=log.workloads, records=[r for r in log.records if canonical(r.target) == config]).best()
+        mine = [r for r in log.records if target_identity(r.target) == config]
+        best = HistoryLog(workloads=log.workloads, records=mine).best(here=spec.measurement_class())  # what this machine would serve
         try:
-            lowered = lower_model(model, spec, winograd=with_winograd)
+            lowered = lower_model(model, spec, winograd=with_winograd, layout="nchw")
         except TunebenchError as e:  # e.g. a target this CPU cannot compile for
             raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
         variants = [("nchw", [t for t in lowered.tasks if t.impl != "winograd"])]
@@ -175,14 +183,16 @@ def _deduplicated(records: list[Record]) -> list[Record]:
 
 
 def best_k(records: list[Record], top: int) -> list[Record]:
-    """The ``top`` fastest successful records per (workload, target, timing protocol); ties broken
-    by the record itself. Per protocol: warm records are faster, and must not push out the cold ones."""
+    """The ``top`` fastest successful records per (workload, target, timing protocol, machine class);
+    ties broken by the record itself. Per protocol: warm records are faster, and must not push out
+    the cold ones; per machine class: a fast machine's records must not push out a slower one's,
+    which are that machine's bests."""
     if top < 1:
         raise TunebenchError(f"--top must be at least 1, got {top}")
-    groups: dict[tuple[str, str, str], list[Record]] = {}
+    groups: dict[tuple[str, str, str, str], list[Record]] = {}
     for r in records:
         if r.ok:
-            groups.setdefault((r.key, canonical(r.target), r.protocol), []).append(r)
+            groups.setdefault((r.key, canonical(r.target), r.protocol, r.measured_class), []).append(r)
     return [r for recs in groups.values() for r in sorted(recs, key=lambda r: (r.latency, r.identity()))[:top]]
 
 
@@ -193,21 +203,39 @@ def _merged(log: HistoryLog, top: int | None) -> tuple[HistoryLog, int]:
 
 
 def merge_logs(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], top: int | None = None) -> MergeResult:
-    """Union of ``paths`` into ``out`` (written atomically): duplicates removed, best ``top`` kept."""
+    """Union of ``paths`` into ``out`` (written atomically): duplicates removed, best ``top`` kept.
+
+    An existing ``out`` may be a log a ``tune`` is appending to: as ``prune_log`` does, the merge
+    holds the writers' lock on it from reading it to the rename, so a batch lands either in what
+    is merged or, after the rename, in the new file. The other inputs are read before the lock is
+    taken, so a merge never holds two logs' locks at once (two crossed merges would deadlock).
+    """
     files = log_files(paths)
     if not files:
         raise TunebenchError("no log to merge (a directory holds its *.jsonl files)")
+    target = Path(out)
+    live = target.is_file()
+    parts = {f: read_log(f, warn=False) for f in files if not (live and f.samefile(target))}
+    with locked(target, os.O_RDWR) if live else nullcontext():
+        for f in files:
+            if f not in parts:  # ``out`` itself, under the lock we hold: a second flock would wait forever
+                parts[f] = read_log(f, warn=False, lock=False)
+        log = _union([parts[f] for f in files])
+        merged, unique = _merged(log, top)
+        write_log_atomic(target, merged)
+    return MergeResult(len(files), len(log.records), len(log.records) - unique, unique - len(merged.records), len(merged.records), log.problems)
+
+
+def _union(parts: list[HistoryLog]) -> HistoryLog:
+    """All records and problems of ``parts``; of two workload lines for one key, an order-free pick."""
     log = HistoryLog()
-    for f in files:
-        part = read_log(f, warn=False)
+    for part in parts:
         for key, w in part.workloads.items():  # the same TIR from two models: pick one, independent of order
             if key not in log.workloads or _order(w) < _order(log.workloads[key]):
                 log.workloads[key] = w
         log.records.extend(part.records)
         log.problems.extend(part.problems)
-    merged, unique = _merged(log, top)
-    write_log_atomic(out, merged)
-    return MergeResult(len(files), len(log.records), len(log.records) - unique, unique - len(merged.records), len(merged.records), log.problems)
+    return log
 
 
 def _order(w: WorkloadEntry) -> str:
@@ -241,7 +269,7 @@ def print_summary(summary: LogSummary, console: Any) -> None:
         best = f"{row.latency * 1e6:.1f}" if row.best else "-"
         gflops = f"{row.gflops:.1f}" if row.best else "-"
         usable = "-" if row.best is None else (f"no: {row.unusable}" if row.unusable else "yes")
-        where = measured_where(row.best) if row.best else "-"
+        where = f"{row.machine}: {measured_where(row.best)}" if row.best else row.machine
         timed = row.best.protocol if row.best else "-"
         table.add_row(row.task, row.key[:10], row.target, str(row.weight), str(row.trials), str(row.errors), best, timed, gflops, where, usable)
     console.print(table)

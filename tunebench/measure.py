@@ -4,7 +4,9 @@ MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch (its
 memory leak), and each new worker's first build imports ``tvm.s_tir.tensor_intrin``, which takes
 tens of seconds (see ``import_tensor_intrinsics``). ``PersistentBuilder`` keeps one pool, recycled
 every ``recycle_every`` batches to bound the leak, and its workers import the intrinsics the fast
-way once at start-up (measured by ``benchmarks/trials_per_minute.py``).
+way once at start-up (measured by ``benchmarks/trials_per_minute.py``). What to time and for how
+long is ``settings.MeasureConfig``, shared with the RPC fleet (``rpc``), which is imported only
+when a search asks for it.
 """
 
 from __future__ import annotations
@@ -12,51 +14,13 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from dataclasses import dataclass
 from typing import Any
 
-from .errors import TunebenchError
-from .records import PROTOCOLS
-
-# Timing per candidate (``records.PROTOCOLS`` says why two protocols). Warm: ``REPEAT`` samples, each
-# at least ``MIN_REPEAT_MS`` of back-to-back calls, so one noisy sample cannot crown a candidate.
-# Cold: ``COLD_REPEAT`` single calls, each after flushing every argument but the input from the
-# caches; the record keeps every sample and ranks by their median.
-REPEAT = 3
-MIN_REPEAT_MS = 40
-COLD_REPEAT = 15
-BUILD_TIMEOUT_S = 60.0
-RUN_TIMEOUT_S = 15.0
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    """Where and how candidates are built and timed."""
-
-    workers: int = 2
-    protocol: str = "cold"  # records.PROTOCOLS
-    repeat: int = REPEAT
-    min_repeat_ms: int = MIN_REPEAT_MS
-    build_timeout: float = BUILD_TIMEOUT_S
-    run_timeout: float = RUN_TIMEOUT_S
-    persistent_builder: bool = True
-    rpc: str | None = None  # "host:port" of a TVM RPC tracker
-    rpc_key: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise TunebenchError(f"unknown timing protocol {self.protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-
-
-def evaluator_config(cfg: MeasureConfig) -> Any:
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
-
-    if cfg.protocol == "cold":
-        return EvaluatorConfig(number=1, repeat=COLD_REPEAT, min_repeat_ms=0, enable_cpu_cache_flush=True)
-    return EvaluatorConfig(number=1, repeat=cfg.repeat, min_repeat_ms=cfg.min_repeat_ms, enable_cpu_cache_flush=False)
+from .settings import MeasureConfig, evaluator_config
 
 
 def make_builder(cfg: MeasureConfig) -> Any:
+    """The persistent builder (module docstring: why); MetaSchedule's own ``LocalBuilder`` if ``cfg`` turns it off."""
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     if cfg.persistent_builder:
@@ -65,6 +29,7 @@ def make_builder(cfg: MeasureConfig) -> Any:
 
 
 def make_runner(cfg: MeasureConfig) -> Any:
+    """A local runner, or the fleet's when ``cfg.rpc`` names a tracker (``rpc`` imported only then)."""
     from tvm.s_tir.meta_schedule.runner import LocalRunner
 
     if cfg.rpc:

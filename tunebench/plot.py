@@ -67,7 +67,7 @@ def tuning_curve(log: HistoryLog, weights: dict[str, int] | None = None) -> Curv
     return curve
 
 
-def model_weights(model: str, target: str = "avx2", layout: str = "nchw") -> dict[str, int]:
+def model_weights(model: str, target: str = "avx2", layout: str = "blocked") -> dict[str, int]:
     """Workload key -> weight for every tuning task of ``model`` lowered in ``layout`` (seconds, not minutes)."""
     from .api import lower_model
 
@@ -145,15 +145,25 @@ def plot_log(
     eager_ms: float | None = None,
     bench_json: str | Path | None = None,
     model: str | None = None,
-    target: str = "avx2",
-    layout: str = "nchw",
+    target: str | None = None,
+    layout: str = "blocked",
 ) -> Curve:
     """Read a history log and plot it; the eager line comes from ``eager_ms`` or a bench JSON,
-    the workload set from ``model``'s tasks in ``layout`` if given, else from the log."""
+    the workload set from ``model``'s tasks in ``layout`` if given, else from the log.
+
+    ``layout`` defaults to blocked, as ``tune`` does. A blocked lowering's tasks depend on the
+    target's vector width, so ``target`` defaults to the one the log was tuned for: lowered for
+    another, the model's tasks would match none of the log's records.
+    """
     from .records import read_log
 
     if eager_ms is None and bench_json is not None:
         eager_ms = eager_ms_from_bench(bench_json)
-    weights = model_weights(model, target, layout) if model else None
+    log = read_log(path)
+    weights = None
+    if model:
+        from .choose import target_for_log
+
+        weights = model_weights(model, target or target_for_log(log), layout)
     title = f"{Path(path).name} [{layout}]" if model else Path(path).name
-    return plot_curve(read_log(path), out, title=title, eager_ms=eager_ms, weights=weights)
+    return plot_curve(log, out, title=title, eager_ms=eager_ms, weights=weights)

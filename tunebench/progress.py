@@ -46,13 +46,16 @@ def status_line(state: SearchState) -> Text:
     """Model estimate, trials, elapsed time and an ETA from this run's rate."""
     elapsed = time.time() - state.started
     done = state.new_trials
-    eta = elapsed / done * (state.budget - done) if done else math.nan
+    eta = min(elapsed / done * (state.budget - done) if done else math.inf, state.deadline - time.time())
     tuned = sum(math.isfinite(s.best) for s in state.states)
     est = state.estimated_latency()
-    est_txt = f"{est * 1e3:.2f} ms" if math.isfinite(est) else f"n/a ({tuned}/{len(state.states)} tasks measured)"
+    est_txt = f"{est * 1e3:.2f} ms" if math.isfinite(est) else f"n/a ({tuned}/{len(state.states)} tasks measured here)"
+    carry = sum(len(s.carry) for s in state.states)
     return Text(
         f"estimated model latency {est_txt} | trials this run {done}/{state.budget} "
-        f"(log total {state.total_trials}) | elapsed {_duration(elapsed)}" + (f" | ETA {_duration(eta)}" if math.isfinite(eta) else "")
+        f"(log total {state.total_trials}) | elapsed {_duration(elapsed)}"
+        + (f" | ETA {_duration(max(0.0, eta))}" if math.isfinite(eta) else "")
+        + (f" | {carry} schedule(s) from elsewhere still to time here" if carry else "")
     )
 
 
@@ -91,5 +94,10 @@ def summary(state: SearchState, console: Console, log_path: str, resume_cmd: str
     console.print(task_table(state, f"tuning summary: {log_path}"))
     console.print(status_line(state))
     console.print(f"stopped: {state.stopped_by}")
+    if state.cost_model:
+        console.print(f"cost model: {state.cost_model}")
+    searched = [rho for _, carried, rho in state.predictions if not carried and rho == rho][:3]
+    if searched:
+        console.print(f"cost model rank correlation (predicted vs measured), first {len(searched)} search batch(es): {', '.join(f'{r:.2f}' for r in searched)}")
     if state.interrupted or state.stopped_by == "timeout":
         console.print(f"records are kept in {log_path}; resume with: {resume_cmd}")

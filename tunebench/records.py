@@ -14,6 +14,9 @@ same thing anywhere:
   A record timed with flushed caches has ``"protocol": "cold"``; one without the field was timed
   warm (see ``PROTOCOLS``).
 
+A log named ``*.jsonl.gz`` holds the same lines gzip-compressed, one gzip member per appended
+batch (about 25x smaller: what fits many logs in a git repo).
+
 Writing follows Optuna's journal storage: each batch is one ``write`` under an exclusive
 ``flock`` on an ``O_APPEND`` descriptor, then ``fsync``, so concurrent writers never interleave
 and a crash loses at most the batch in flight. A writer that finds the file replaced under it
@@ -25,11 +28,13 @@ treats an unterminated last line as a write still in flight (noted, not warned a
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
 import statistics
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -39,7 +44,7 @@ from typing import Any
 from .errors import TunebenchError
 
 FORMAT_VERSION = 1
-LOG_SUFFIX = ".jsonl"
+LOG_SUFFIXES = (".jsonl", ".jsonl.gz")  # plain, or gzip (one member per appended batch): 25x smaller, for shipping
 # How a candidate was timed, in order of preference. "cold": the kernel's arguments other than its
 # input are flushed from the caches before each single call, as inside a model, where a layer's
 # weights were last touched one inference ago. "warm": repeated calls on cached data (MetaSchedule's
@@ -125,6 +130,14 @@ class Record:
         """Sort key for "better record": preferred protocol first, then latency."""
         return (PROTOCOLS.index(self.protocol), self.latency)
 
+    @property
+    def measured_class(self) -> str:
+        """The kind of machine whose clock this record's latency is on (``measurement_class``):
+        its RPC server's CPU when it went through a tracker, else the searching host's."""
+        where = self.measured_on if self.measured_on and self.measured_on.get("llvm_cpu") else self.host
+        threads = where.get("threads") or self.target.get("num-cores") or where.get("cores")
+        return measurement_class(str(where.get("llvm_cpu", "?")), threads)
+
     def to_json(self) -> dict[str, Any]:
         obj = {
             "type": "record",
@@ -147,17 +160,19 @@ class Record:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
+        """Parse and type-check a record line: a malformed field raises here (and the reader skips
+        the line with its number), not later deep inside a ranking or MetaSchedule."""
         return cls(
-            key=obj["key"],
-            trace=obj["trace"],
-            args_info=obj["args_info"],
-            run_secs=obj["run_secs"],
-            error=obj["error"],
-            target=obj["target"],
-            host=obj["host"],
-            tvm=obj["tvm"],
-            time=obj["time"],
-            measured_on=obj.get("measured_on"),
+            key=_typed(obj, "key", str),
+            trace=_typed(obj, "trace", list),
+            args_info=_typed(obj, "args_info", list),
+            run_secs=_samples(obj["run_secs"]),
+            error=_typed(obj, "error", (str, type(None))),
+            target=_typed(obj, "target", dict),
+            host=_typed(obj, "host", dict),
+            tvm=_typed(obj, "tvm", str),
+            time=float(_typed(obj, "time", (int, float))),
+            measured_on=_typed(obj, "measured_on", (dict, type(None)), None),
             protocol=_protocol(obj.get("protocol", "warm")),
         )
 
@@ -200,11 +215,19 @@ class HistoryLog:
             counts[r.key] = counts.get(r.key, 0) + 1
         return counts
 
-    def best(self, usable: Any = None) -> dict[str, Record]:
-        """Best successful record per workload (``Record.rank``), among those ``usable(record)`` accepts."""
+    def best(self, usable: Any = None, here: str | None = None) -> dict[str, Record]:
+        """Best successful record per workload (``Record.rank``), among those ``usable(record)`` accepts.
+
+        With ``here`` (a ``measurement_class``), a record timed on that kind of machine beats any
+        record timed elsewhere: another machine's clock is a prior, not a rival, so a log merged
+        from several machines gives each its own best, and the others' only where it has none.
+        """
+        def rank(r: Record) -> tuple[bool, int, float]:
+            return (here is not None and r.measured_class != here, *r.rank)
+
         out: dict[str, Record] = {}
         for r in self.records:
-            if r.ok and (usable is None or usable(r)) and (r.key not in out or r.rank < out[r.key].rank):
+            if r.ok and (usable is None or usable(r)) and (r.key not in out or rank(r) < rank(out[r.key])):
                 out[r.key] = r
         return out
 
@@ -215,6 +238,10 @@ class HistoryLog:
         self.problems.extend(other.problems)
 
 
+def is_compressed(path: str | os.PathLike[str]) -> bool:
+    return str(path).endswith(".gz")
+
+
 def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand a file, a directory (its ``*.jsonl``) or a list of either into log paths."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -222,7 +249,7 @@ def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) 
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(p.glob(f"*{LOG_SUFFIX}")))
+            out.extend(sorted(x for suffix in LOG_SUFFIXES for x in p.glob(f"*{suffix}")))
         elif p.exists():
             out.append(p)
         else:
@@ -247,44 +274,82 @@ def read_log(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], w
 
 def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     log = HistoryLog()
+    data, torn_at = _read_bytes(path, lock)
+    lines = data.split(b"\n")
+    if torn_at is not None:
+        log.problems.append(f"{path}: torn compressed batch at byte {torn_at} skipped (a write was cut off by a crash)")
+    elif lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # read under the lock: only a crash leaves this
+        log.problems.append(f"{path}:{len(lines)}: torn last line skipped (a write was cut off by a crash)")
+        lines[-1] = b""
+    parsed = sum(_parse_line(log, path, lineno, raw) for lineno, raw in enumerate(lines, 1) if raw.strip())
+    if parsed == 0 and any(line.strip() for line in lines):
+        raise TunebenchError(f"{path} is not a tunebench history log (no valid line in it)")
+    _note_foreign_and_orphans(log, path)
+    return log
+
+
+def _read_bytes(path: Path, lock: bool) -> tuple[bytes, int | None]:
+    """The log's text under a shared lock (writers hold LOCK_EX per batch: never read half of one),
+    decompressed for ``.jsonl.gz``; with the offset of a torn compressed batch, if any."""
     try:
         with open(path, "rb") as f:
             if lock:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # writers hold LOCK_EX per batch: never read half of one
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH)
             data = f.read()
     except OSError as e:
         raise TunebenchError(f"cannot read log {str(path)!r}: {e.strerror}") from None
-    lines = data.split(b"\n")
-    if lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # read under the lock: only a crash leaves this
-        log.problems.append(f"{path}:{len(lines)}: torn last line skipped (a write was cut off by a crash)")
-        lines[-1] = b""
-    parsed = 0
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
+    if not is_compressed(path):
+        return data, None
+    if data and not data.startswith(b"\x1f\x8b"):
+        raise TunebenchError(f"{path} is not a tunebench history log (not gzip data)")
+    text, end = _gunzip_members(data)
+    return text, (end if end < len(data) else None)
+
+
+def _gunzip_members(data: bytes) -> tuple[bytes, int]:
+    """Decompress gzip members one by one (each appended batch is one); stop at the first that
+    does not end, a batch torn by a crash. Returns the text and the offset where whole members end."""
+    out, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(wbits=31)
         try:
-            obj = json.loads(raw)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-            kind, version = obj["type"], obj["v"]
-        except (ValueError, KeyError, TypeError):
-            log.problems.append(f"{path}:{lineno}: not a tunebench record, skipped")
-            continue
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise TunebenchError(f"{path}:{lineno}: log format version {version} is newer than this tunebench reads ({FORMAT_VERSION}); upgrade tunebench")
-        try:
-            if kind == "workload":
-                w = WorkloadEntry(obj["key"], obj["task"], float(obj["flop"]), obj["mod"], int(obj.get("weight", 1)))
-                log.workloads.setdefault(w.key, w)
-            elif kind == "record":
-                log.records.append(Record.from_json(obj))
-            else:
-                raise KeyError(kind)
-            parsed += 1
-        except (KeyError, TypeError, ValueError):
-            log.problems.append(f"{path}:{lineno}: malformed {kind!r} line skipped")
-    if parsed == 0 and any(line.strip() for line in lines):
-        raise TunebenchError(f"{path} is not a tunebench history log (no valid line in it)")
+            chunk = d.decompress(data[pos:])
+        except zlib.error:
+            break
+        if not d.eof:
+            break
+        out.append(chunk)
+        pos = len(data) - len(d.unused_data)
+    return b"".join(out), pos
+
+
+def _parse_line(log: HistoryLog, path: Path, lineno: int, raw: bytes) -> bool:
+    """Add one line's workload or record to ``log``; a bad line becomes a problem. True if it parsed."""
+    try:
+        obj = json.loads(raw)
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+        kind, version = obj["type"], obj["v"]
+    except (ValueError, KeyError, TypeError):
+        log.problems.append(f"{path}:{lineno}: not a tunebench record, skipped")
+        return False
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise TunebenchError(f"{path}:{lineno}: log format version {version} is newer than this tunebench reads ({FORMAT_VERSION}); upgrade tunebench")
+    try:
+        if kind == "workload":
+            w = WorkloadEntry(_typed(obj, "key", str), _typed(obj, "task", str), float(obj["flop"]), _typed(obj, "mod", str), int(obj.get("weight", 1)))
+            log.workloads.setdefault(w.key, w)
+        elif kind == "record":
+            log.records.append(Record.from_json(obj))
+        else:
+            raise KeyError(kind)
+    except (KeyError, TypeError, ValueError):
+        log.problems.append(f"{path}:{lineno}: malformed {kind!r} line skipped")
+        return False
+    return True
+
+
+def _note_foreign_and_orphans(log: HistoryLog, path: Path) -> None:
     foreign = sorted({r.tvm for r in log.records} - {tvm_version()})
     if foreign:
         n = sum(r.tvm in foreign for r in log.records)
@@ -294,7 +359,31 @@ def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     orphans = {r.key for r in log.records} - set(log.workloads)
     if orphans:
         log.problems.append(f"{path}: {len(orphans)} workload(s) referenced by records but never defined")
-    return log
+
+
+def measurement_class(llvm_cpu: str, threads: Any) -> str:
+    """The kind of machine a latency belongs to: LLVM's name for the CPU and the threads timed with.
+
+    Latencies are comparable within a class only: another CPU's or another thread count's times
+    say which schedules are worth trying here, not which is fastest here.
+    """
+    return f"{llvm_cpu} x{threads if threads else '?'}"
+
+
+def _typed(obj: dict[str, Any], name: str, kinds: type | tuple[type, ...], *default: Any) -> Any:
+    value = obj.get(name, *default) if default else obj[name]
+    if not isinstance(value, kinds):
+        raise TypeError(f"field {name!r} is {type(value).__name__}")
+    return value
+
+
+def _samples(value: Any) -> list[float] | None:
+    """``run_secs``: null (a failed candidate) or a list of numbers (bools and nulls are not numbers)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise TypeError("field 'run_secs' is not a list of numbers")
+    return [float(x) for x in value]
 
 
 def summarize(run_secs: list[float], protocol: str) -> list[float]:
@@ -354,13 +443,15 @@ def locked(path: Path, flags: int = os.O_RDWR | os.O_APPEND | os.O_CREAT) -> Ite
 
 
 def _keys_in_file(path: Path) -> set[str]:
+    """Workload keys a log already defines (read by a writer that holds the lock)."""
+    if not path.exists():
+        return set()
+    data, _ = _read_bytes(path, lock=False)
     keys: set[str] = set()
-    if path.exists():
-        with open(path, "rb") as f:
-            for raw in f:
-                if raw.startswith(b'{"type": "workload"'):
-                    with suppress(ValueError, KeyError):
-                        keys.add(json.loads(raw)["key"])
+    for raw in data.split(b"\n"):
+        if raw.startswith(b'{"type": "workload"'):
+            with suppress(ValueError, KeyError):
+                keys.add(json.loads(raw)["key"])
     return keys
 
 
@@ -390,10 +481,20 @@ class LogWriter:
                     self._known.add(r.key)
                 chunks.append(_dump(r.to_json()))
             if chunks:
-                if _ends_torn(fd):  # a killed writer's partial line must not swallow our first line
-                    chunks.insert(0, b"\n")
-                _write_all(fd, b"".join(chunks))
+                _write_all(fd, self._encoded(fd, chunks))
                 os.fsync(fd)
+
+    def _encoded(self, fd: int, chunks: list[bytes]) -> bytes:
+        """The batch as it goes on disk, after repairing a tail a killed writer tore."""
+        if is_compressed(self.path):  # one gzip member per batch; a torn member is cut off, or it would swallow ours
+            size = os.fstat(fd).st_size
+            whole = _gunzip_members(os.pread(fd, size, 0))[1] if size else 0
+            if whole < size:
+                os.ftruncate(fd, whole)
+            return gzip.compress(b"".join(chunks), mtime=0)
+        if _ends_torn(fd):  # a killed writer's partial line must not swallow our first line
+            chunks.insert(0, b"\n")
+        return b"".join(chunks)
 
 
 def _ends_torn(fd: int) -> bool:
@@ -422,7 +523,7 @@ def write_log_atomic(path: str | os.PathLike[str], log: HistoryLog) -> None:
     body += [_dump(r.to_json()) for r in sorted(log.records, key=lambda r: (r.key, r.time, r.latency, r.identity()))]
     try:
         with open(tmp, "wb") as f:
-            f.write(b"".join(body))
+            f.write(gzip.compress(b"".join(body), compresslevel=9, mtime=0) if is_compressed(target) else b"".join(body))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

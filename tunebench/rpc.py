@@ -15,7 +15,7 @@ import functools
 from typing import Any
 
 from .errors import TunebenchError
-from .measure import MeasureConfig, evaluator_config
+from .settings import MeasureConfig, evaluator_config
 
 # The tracker answers at once; a longer wait means a wrong address or a firewall.
 TRACKER_TIMEOUT_S = 10
@@ -109,11 +109,10 @@ def measure_on_server(config: Any, evaluator: Any, alloc_repeat: int, artifact_p
 
 
 @functools.cache
-def _fleet_runner_cls() -> Any:
-    """Define the runner classes on first use (TVM's ``derived_object`` needs TVM imported)."""
+def _fleet_future_cls() -> Any:
+    """Define the future class on first use (TVM's ``derived_object`` needs TVM imported)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import RunnerResult
-    from tvm.s_tir.meta_schedule.runner.rpc_runner import RPCRunner
     from tvm.s_tir.meta_schedule.runner.runner import PyRunnerFuture
 
     @derived_object
@@ -137,6 +136,17 @@ def _fleet_runner_cls() -> Any:
                 return RunnerResult(None, error_msg=f"RPC measurement failed: {e}")
             return RunnerResult(costs, None)
 
+    return FleetFuture
+
+
+@functools.cache
+def _fleet_runner_cls() -> Any:
+    """Define the runner class on first use (TVM's ``derived_object`` needs TVM imported)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner.rpc_runner import RPCRunner
+
+    fleet_future = _fleet_future_cls()
+
     @derived_object
     class FleetRunner(RPCRunner._cls):
         """``RPCRunner`` that notes which server timed each artifact (``measured_on``; pop what you read)."""
@@ -146,22 +156,12 @@ def _fleet_runner_cls() -> Any:
             self.measured_on: dict[str, dict[str, Any]] = {}
 
         def run(self, runner_inputs: list[Any]) -> list[Any]:
-            return [
-                FleetFuture(
-                    self.pool.submit(
-                        measure_on_server,
-                        self.rpc_config,
-                        self.evaluator_config,
-                        self.alloc_repeat,
-                        str(ri.artifact_path),
-                        str(ri.device_type),
-                        tuple(a.as_json() for a in ri.args_info),
-                    ),
-                    self.rpc_config.session_timeout_sec,
-                    str(ri.artifact_path),
-                    self.measured_on,
-                )
-                for ri in runner_inputs
-            ]
+            return [self._submit(ri) for ri in runner_inputs]
+
+        def _submit(self, ri: Any) -> Any:
+            """One candidate to the worker pool; its future reports into ``measured_on``."""
+            path, args_info = str(ri.artifact_path), tuple(a.as_json() for a in ri.args_info)
+            future = self.pool.submit(measure_on_server, self.rpc_config, self.evaluator_config, self.alloc_repeat, path, str(ri.device_type), args_info)
+            return fleet_future(future, self.rpc_config.session_timeout_sec, path, self.measured_on)
 
     return FleetRunner

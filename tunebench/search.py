@@ -11,9 +11,12 @@ runner) one batch at a time, so that
   per-task budget is spent is not searched again,
 * budgets are exact (the last batch is cut to what is left),
 * the task to search next is the one with the largest share of the model's estimated latency, and
-* a log timed under another protocol (``records.PROTOCOLS``) carries over: each task's best
-  ``CARRY_OVER`` schedules from it are timed again under this run's protocol before the search
-  goes on, so the new protocol's ranking starts from the old one's winners.
+* schedules timed elsewhere carry over: records of another machine or thread count
+  (``records.Record.measured_class``), of ``--from`` logs, or timed under another protocol
+  (``records.PROTOCOLS``) are never this machine's bests; each task without a record of its own
+  first gets its ``CARRY_OVER`` best such schedules timed here (``traces.schedule_for`` replays
+  them), so the search starts from the old winners, and
+* the cost model is saved beside the log and warm-started from it (``costmodel``).
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import costmodel
 from . import records as rec
 from .errors import TunebenchError
-from .measure import MeasureConfig, import_tensor_intrinsics, make_builder, make_runner
-from .target import TargetSpec, canonical, host_fingerprint
+from .measure import import_tensor_intrinsics, make_builder, make_runner
+from .settings import MeasureConfig
+from .target import TargetSpec, host_fingerprint, runnable
+from .target import identity as target_identity
 from .tasks import Task, model_latency
+from .traces import schedule_for
 
 TUNERS = ("xgb", "random")
 MAX_BATCH = 64
@@ -81,9 +88,14 @@ class SearchState:
     states: list[TaskState]
     budget: int  # trials this run may still spend
     started: float = field(default_factory=time.time)
+    deadline: float = math.inf  # when ``timeout`` stops the run
     interrupted: bool = False
     stopped_by: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for benchmarks
+    # per batch the cost model predicted before measuring: (task, carried over?, rank correlation
+    # of its scores with the measured speeds); how much a warm-started model knows, for benchmarks
+    predictions: list[tuple[str, bool, float]] = field(default_factory=list)
+    cost_model: str = ""  # where the cost model came from / went to, for the summary
 
     def clock(self, phase: str, since: float) -> float:
         """Add the time since ``since`` to ``phase``; return now (to chain phases)."""
@@ -122,6 +134,51 @@ def _priority(s: TaskState) -> tuple[int, float]:
     return (0, s.task.weight * s.best / math.sqrt(1 + s.trials / MAX_BATCH))
 
 
+@dataclass
+class Priors:
+    """What earlier runs measured for this run's target (same codegen, any core count).
+
+    Only ``local`` records, timed on this kind of machine (``Record.measured_class``), count as
+    bests and train the cost model; ``sources`` (other machines, other thread counts, ``--from``
+    logs) are schedules worth timing here first (``_carry_over``), not rivals.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)  # trials per workload in the log, wherever timed
+    local: list[rec.Record] = field(default_factory=list)
+    sources: list[rec.Record] = field(default_factory=list)
+    cost_models: list[Path] = field(default_factory=list)  # saved cost models to warm-start from, the log's own first
+    workloads: dict[str, rec.WorkloadEntry] = field(default_factory=dict)  # the TIR ``sources`` were tuned on
+
+
+def load_priors(log_path: Path, target: TargetSpec, here: str, transfer_from: list[str | Path] | None = None) -> Priors:
+    """Split the log's records for ``target`` into this machine's and the rest; add ``--from`` logs' runnable records."""
+    log = rec.read_log(log_path) if log_path.exists() else rec.HistoryLog()
+    mine = target_identity(target.config)
+    priors = Priors(workloads=dict(log.workloads))
+    for r in log.records:
+        if target_identity(r.target) == mine:
+            priors.counts[r.key] = priors.counts.get(r.key, 0) + 1
+            (priors.local if r.measured_class == here else priors.sources).append(r)
+    for path in transfer_from or []:
+        other = _runnable_records(path)
+        priors.sources += other.records
+        for key, w in other.workloads.items():
+            priors.workloads.setdefault(key, w)
+    priors.cost_models = [p for p in (costmodel.model_path(x) for x in [log_path, *(transfer_from or [])]) if p.is_file()]
+    return priors
+
+
+def _runnable_records(path: str | Path) -> rec.HistoryLog:
+    """A ``--from`` log's successful records this CPU can execute, and its workloads; refuse a log with none."""
+    log = rec.read_log(path)
+    ok = [r for r in log.records if r.ok]
+    usable = [r for r in ok if runnable(r.target)]
+    if not usable:
+        mcpus = ", ".join(sorted({str(r.target.get("mcpu", "?")) for r in ok})) or "none"
+        raise TunebenchError(f"--from {path}: none of its {len(ok)} successful record(s) can run on this CPU (mcpu: {mcpus})")
+    return rec.HistoryLog(workloads=log.workloads, records=usable)
+
+
 def tune_tasks(
     tasks: list[Task],
     target: TargetSpec,
@@ -133,6 +190,7 @@ def tune_tasks(
     more: int | None = None,
     tuner: str = "xgb",
     measure: MeasureConfig | None = None,
+    transfer_from: list[str | Path] | None = None,
     seed: int = 0,
     reporter: Reporter = _quiet,
 ) -> SearchState:
@@ -140,7 +198,9 @@ def tune_tasks(
 
     ``trials`` is the budget for the whole model, counted over the log (a resumed search with the
     same ``trials`` does nothing more); ``trials_per_task`` caps each task likewise. ``timeout``
-    bounds this run's wall clock in seconds and ``more`` its trials, on top of the log. Returns the
+    bounds this run's wall clock in seconds and ``more`` its trials, on top of the log. Before
+    searching a task with no record timed on this machine, its best schedules from elsewhere (the
+    log's other machines, ``transfer_from`` logs) are timed here (``_carry_over``). Returns the
     final state, with ``interrupted`` set if Ctrl-C ended it (the records up to the last finished batch are in the log).
     """
     if tuner not in TUNERS:
@@ -149,24 +209,13 @@ def tune_tasks(
         raise TunebenchError("give a budget: --trials, --trials-per-task and/or --more")
     measure = measure or MeasureConfig(workers=target.num_cores)
     log_path = Path(log_path)
-    prior = rec.read_log(log_path) if log_path.exists() else rec.HistoryLog()
-    target_key = target.key()
-    same_target = [r for r in prior.records if canonical(r.target) == target_key]
-    counts: dict[str, int] = {}
-    for r in same_target:
-        counts[r.key] = counts.get(r.key, 0) + 1
-    best = rec.HistoryLog(records=same_target).best()
-
-    states = [
-        TaskState(t, prior_trials=counts.get(t.workload_key, 0), best_record=best.get(t.workload_key), carry=_carry_over(t, same_target, measure.protocol))
-        for t in tasks
-    ]
+    host = host_fingerprint()
+    priors = load_priors(log_path, target, target.measurement_class(), transfer_from)
+    states = _task_states(tasks, priors, measure.protocol)
     per_task = trials_per_task if trials_per_task is not None else math.inf
-    total_cap = trials if trials is not None else math.inf
-    budget = total_cap - sum(s.trials for s in states)
-    budget = min(budget, sum(max(0, per_task - s.trials) for s in states), more if more is not None else math.inf)
-    budget = int(max(0, budget))
+    budget = _budget(states, trials, per_task, more)
     state = SearchState(states, budget)
+    state.deadline = state.started + timeout if timeout else math.inf
     for s in states:
         s.done = s.trials >= per_task
     active = [s for s in states if not s.done]
@@ -175,34 +224,72 @@ def tune_tasks(
         state.stopped_by = "budget already spent by the log"
         reporter("finish", state)
         return state
+    batcher = _open_batcher(tasks, target, log_path, tuner, measure, host, state, active, priors, per_task, seed)
+    _search(batcher, state, per_task, state.deadline, reporter)
+    if batcher.cost_model is not None and state.new_trials:
+        path = costmodel.model_path(log_path)
+        n = costmodel.save(batcher.cost_model, path, target.measurement_class())
+        state.cost_model = (state.cost_model + "; " if state.cost_model else "") + f"saved to {path} ({n} samples)"
+    reporter("finish", state)
+    return state
 
+
+def _task_states(tasks: list[Task], priors: Priors, protocol: str) -> list[TaskState]:
+    best = rec.HistoryLog(records=priors.local).best()
+    return [
+        TaskState(t, prior_trials=priors.counts.get(t.workload_key, 0), best_record=best.get(t.workload_key), carry=_carry_over(t, priors, protocol))
+        for t in tasks
+    ]
+
+
+def _budget(states: list[TaskState], trials: int | None, per_task: float, more: int | None) -> int:
+    """Trials this run may spend: the model's budget and each task's cap, counting the log, and ``more``."""
+    total_cap = trials if trials is not None else math.inf
+    budget = total_cap - sum(s.trials for s in states)
+    budget = min(budget, sum(max(0, per_task - s.trials) for s in states), more if more is not None else math.inf)
+    return int(max(0, budget))
+
+
+def _open_batcher(
+    tasks: list[Task],
+    target: TargetSpec,
+    log_path: Path,
+    tuner: str,
+    measure: MeasureConfig,
+    host: dict[str, Any],
+    state: SearchState,
+    active: list[TaskState],
+    priors: Priors,
+    per_task: float,
+    seed: int,
+) -> _Batcher:
+    """The shared MetaSchedule pieces, and a TuneContext per active task seeded with this machine's records."""
+    budget = state.budget
     batch = int(min(MAX_BATCH, max(MIN_BATCH, budget // max(1, len(active)))))
     # TVM's thread pool defaults to half the hardware threads (1 on a 2-vCPU VM): candidates must be
     # timed with the threads the target is tuned for. Measurement workers inherit this at spawn.
     os.environ["TVM_NUM_THREADS"] = str(target.num_cores)
     t = time.time()
-    batcher = _Batcher.open(tasks, target, log_path, tuner, measure)
+    batcher = _Batcher.open(tasks, target, log_path, tuner, measure, host)
+    batcher.sources = priors.workloads
+    if batcher.cost_model is not None and priors.cost_models:
+        batcher.warm_start = priors.cost_models[0]
+        n = costmodel.load(batcher.cost_model, batcher.warm_start, target.measurement_class())
+        state.cost_model = f"warm-started from {batcher.warm_start} ({n} samples)"
     for s in active:
-        batcher.prepare(s, int(min(per_task - s.trials, budget)), batch, same_target, seed + states.index(s), tuner)
+        batcher.prepare(s, int(min(per_task - s.trials, budget)), batch, priors.local, seed + state.states.index(s), tuner)
     state.clock("prepare", t)
+    return batcher
 
-    deadline = state.started + timeout if timeout else math.inf
+
+def _search(batcher: _Batcher, state: SearchState, per_task: float, deadline: float, reporter: Reporter) -> None:
+    """Batch after batch to the task with the highest ``_priority``, until budget, tasks, clock or a signal stop it."""
+    states = state.states
     try:
         with _StopRequest() as stop:
-            while True:
-                left = budget - state.new_trials
+            while not _stop_reason(state, stop.signum, deadline):
+                left = min(state.budget - state.new_trials, _fit_before(state, deadline))
                 pool = [s for s in states if not s.done]
-                if stop.signum is not None:
-                    state.interrupted = True
-                    state.stopped_by = f"interrupted ({signal.Signals(stop.signum).name}) after the batch in flight"
-                elif left <= 0:
-                    state.stopped_by = "trial budget reached"
-                elif not pool:
-                    state.stopped_by = "every task reached its per-task budget"
-                elif time.time() >= deadline:
-                    state.stopped_by = "timeout"
-                if state.stopped_by:
-                    break
                 s = max(pool, key=_priority)
                 measured = batcher.run(s, int(min(left, per_task - s.trials)), state)
                 s.new_trials += measured
@@ -216,8 +303,29 @@ def tune_tasks(
         for s in states:
             if s.ctx is not None:
                 s.ctx.post_tuning()
-    reporter("finish", state)
-    return state
+
+
+def _fit_before(state: SearchState, deadline: float) -> float:
+    """Trials that fit before ``deadline`` at this run's pace so far (at least one): a 64-candidate
+    batch takes minutes, and ``--timeout`` is a promise about wall clock, not about batch starts."""
+    if not math.isfinite(deadline) or not state.new_trials:
+        return math.inf
+    pace = (time.time() - state.started) / state.new_trials
+    return max(1.0, (deadline - time.time()) / pace)
+
+
+def _stop_reason(state: SearchState, signum: int | None, deadline: float) -> str:
+    """Why the search should stop now ('' to go on); sets ``state.stopped_by`` (and ``interrupted``)."""
+    if signum is not None:
+        state.interrupted = True
+        state.stopped_by = f"interrupted ({signal.Signals(signum).name}) after the batch in flight"
+    elif state.budget - state.new_trials <= 0:
+        state.stopped_by = "trial budget reached"
+    elif all(s.done for s in state.states):
+        state.stopped_by = "every task reached its per-task budget"
+    elif time.time() >= deadline:
+        state.stopped_by = "timeout"
+    return state.stopped_by
 
 
 @dataclass
@@ -235,9 +343,11 @@ class _Batcher:
     writer: rec.LogWriter
     host: dict[str, Any]
     protocol: str
+    warm_start: Path | None = None  # the saved cost model this search started from, if any
+    sources: dict[str, rec.WorkloadEntry] = field(default_factory=dict)  # the TIR carried-over traces were tuned on
 
     @classmethod
-    def open(cls, tasks: list[Task], target: TargetSpec, log_path: Path, tuner: str, measure: MeasureConfig) -> _Batcher:
+    def open(cls, tasks: list[Task], target: TargetSpec, log_path: Path, tuner: str, measure: MeasureConfig, host: dict[str, Any]) -> _Batcher:
         from tvm.s_tir import meta_schedule as ms
 
         database = ms.database.MemoryDatabase()
@@ -245,15 +355,25 @@ class _Batcher:
         return cls(
             target=target,
             database=database,
-            cost_model=ms.cost_model.XGBModel(num_tuning_cores=target.num_cores) if tuner == "xgb" else None,
+            cost_model=ms.cost_model.XGBModel(num_tuning_cores=target.num_cores, adaptive_training=True) if tuner == "xgb" else None,
             workloads={t.workload_key: rec.WorkloadEntry(t.workload_key, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1], t.weight) for t in tasks},
             ms_workloads={t.workload_key: database.commit_workload(t.mod) for t in tasks},
             builder=make_builder(measure),
             runner=make_runner(measure),
             writer=rec.LogWriter(log_path),
-            host=host_fingerprint(),
+            host=host,
             protocol=measure.protocol,
         )
+
+    def _transferred(self, r: rec.Record, workload: Any) -> Any:
+        """A carried-over record as a candidate for this task (``traces.schedule_for``), or None
+        when its schedule does not apply here."""
+        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+        from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
+
+        source = self.sources.get(r.key)
+        sch = schedule_for(r.trace, workload.mod, source.ms_workload().mod if source else None, self.target.tvm())
+        return None if sch is None else MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
 
     def prepare(self, s: TaskState, max_trials: int, batch: int, prior: list[rec.Record], rand_state: int, tuner: str) -> None:
         """Give the task its TuneContext, seeded with what the log already measured for it."""
@@ -268,7 +388,8 @@ class _Batcher:
             num_threads=self.target.num_cores,
             rand_state=rand_state,
         )
-        _seed_from_log(s, prior, self.ms_workloads[s.task.workload_key], self.database, self.cost_model)
+        # a warm-started cost model already learned from the log's records: feeding them again would count them twice
+        _seed_from_log(s, prior, self.ms_workloads[s.task.workload_key], self.database, None if self.warm_start else self.cost_model)
         s.ctx.pre_tuning(
             max_trials=max_trials,
             num_trials_per_iter=batch,
@@ -284,19 +405,23 @@ class _Batcher:
 
         t = time.time()
         workload = self.ms_workloads[s.task.workload_key]
-        carried = bool(s.carry)
-        if carried:
-            cands = [r.ms_record(workload).as_measure_candidate() for r in s.carry[:limit]]
-            del s.carry[:limit]
-        else:
+        cands: list[Any] = []
+        if s.carry:  # schedules from elsewhere first; those that do not apply here are dropped
+            picked, s.carry = s.carry[:limit], s.carry[limit:]
+            cands = [c for c in (self._transferred(r, workload) for r in picked) if c is not None]
+        carried = bool(cands)
+        if not cands:
             cands = list(s.ctx.generate_measure_candidates() or [])[:limit]
         state.clock("search", t)
         if not cands:
             return 0
         tvm_target = self.target.tvm()
+        predicted = self.cost_model.predict(s.ctx, cands) if self.cost_model is not None else None  # random until trained, as the search sees it
         results, measured_on = _measure(self.builder, self.runner, tvm_target, cands, state)
         raw = [[float(x) for x in res.run_secs] if res.run_secs is not None else None for res in results]  # what the log keeps
         results = [_summarized(res, self.protocol) for res in results]  # what MetaSchedule ranks by
+        if predicted is not None:
+            state.predictions.append((s.task.name, carried, rank_correlation(predicted, results)))
         t = time.time()
         if not carried:  # the search strategy counts its own candidates only
             s.ctx.notify_runner_results(cands, results)
@@ -386,18 +511,47 @@ def _seed_from_log(s: TaskState, prior: list[rec.Record], workload: Any, databas
         )
 
 
-def _carry_over(task: Task, prior: list[rec.Record], protocol: str) -> list[rec.Record]:
-    """The task's best ``CARRY_OVER`` distinct schedules timed under other protocols, if it has no
-    record under ``protocol`` yet (so an interrupted carry-over is not repeated on resume)."""
-    mine = [r for r in prior if r.key == task.workload_key and r.ok]
-    if any(r.protocol == protocol for r in mine):
+def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
+    """Schedules to time on this machine before searching ``task``: its ``CARRY_OVER`` best distinct
+    traces measured elsewhere (other machines or thread counts, ``--from`` logs) or under another
+    protocol, if it has no record of this machine under ``protocol`` yet (so an interrupted
+    carry-over is not repeated on resume). This machine's older-protocol records come first, then
+    other machines' by their own ranking."""
+    local = [r for r in priors.local if r.key == task.workload_key and r.ok]
+    if any(r.protocol == protocol for r in local):
         return []
+    elsewhere = [r for r in priors.sources if r.key == task.workload_key and r.ok]
     out: dict[str, rec.Record] = {}
-    for r in sorted(mine, key=lambda r: r.rank):
+    for r in sorted(local, key=lambda r: r.rank) + sorted(elsewhere, key=lambda r: r.rank):
         out.setdefault(json.dumps(r.trace, sort_keys=True), r)
         if len(out) == CARRY_OVER:
             break
     return list(out.values())
+
+
+def rank_correlation(predicted: Any, results: list[Any]) -> float:
+    """Spearman correlation of the cost model's scores with measured speed (a failed candidate is
+    slowest): 1 when the model ranked the batch exactly as the clock did, ~0 when it guessed."""
+    import numpy as np
+
+    speed = np.array([1.0 / float(np.mean(r.run_secs)) if r.run_secs else 0.0 for r in results])
+    a, b = _ranks(np.asarray(predicted, dtype=float)), _ranks(speed)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _ranks(x: Any) -> Any:
+    """Ranks with ties averaged (what Spearman's correlation needs; scipy is not a dependency)."""
+    import numpy as np
+
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
 
 
 def _summarized(result: Any, protocol: str) -> Any:

@@ -16,14 +16,36 @@ from typing import Any
 
 from .errors import TunebenchError
 
-# ISA flags (as /proc/cpuinfo names them) that code generated for each mcpu may use.
-_AVX2_FLAGS = ("avx", "avx2", "fma", "f16c", "bmi1", "bmi2")
-_AVX512_FLAGS = (*_AVX2_FLAGS, "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
-MCPU_FLAGS: dict[str, tuple[str, ...]] = {
-    "core-avx2": _AVX2_FLAGS,
-    "haswell": _AVX2_FLAGS,
-    "skylake-avx512": _AVX512_FLAGS,
-    "znver4": (*_AVX512_FLAGS, "avx512vnni", "avx512_bf16"),
+# LLVM feature name -> the /proc/cpuinfo flag of the same instructions, for the vector-ISA features
+# the ISA check looks at. Each cpuinfo name was checked against Linux's arch/x86/include/asm/cpufeatures.h
+# (a feature is listed in cpuinfo only under the quoted name there). Features absent from this table are
+# never checked, on purpose: LLVM also reports tuning pseudo-features ("fast-gather"), and some real ones
+# have no cpuinfo name at all (amx-fp16, avxifma), so checking them would refuse hosts that can run the code.
+LLVM_TO_CPUINFO: dict[str, str] = {
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "bmi": "bmi1",
+    "bmi2": "bmi2",
+    "avx512f": "avx512f",
+    "avx512cd": "avx512cd",
+    "avx512bw": "avx512bw",
+    "avx512dq": "avx512dq",
+    "avx512vl": "avx512vl",
+    "avx512ifma": "avx512ifma",
+    "avx512vbmi": "avx512vbmi",
+    "avx512vbmi2": "avx512_vbmi2",
+    "avx512vnni": "avx512_vnni",
+    "avx512bitalg": "avx512_bitalg",
+    "avx512vpopcntdq": "avx512_vpopcntdq",
+    "avx512bf16": "avx512_bf16",
+    "avx512fp16": "avx512_fp16",
+    "avx512vp2intersect": "avx512_vp2intersect",
+    "avxvnni": "avx_vnni",
+    "amx-tile": "amx_tile",
+    "amx-int8": "amx_int8",
+    "amx-bf16": "amx_bf16",
 }
 PRESETS = ("avx2", "avx512", "native")
 
@@ -43,6 +65,7 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def cpu_model() -> str:
+    """The CPU's marketing name, for host fingerprints and the message refusing a target it cannot run."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -60,15 +83,22 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+def llvm_system_cpu() -> str:
+    """The host CPU as LLVM names it (``znver4``, ``rocketlake``): what ``native`` compiles for and what
+    picks the AVX-512 preset. One function, so tests can fake the host's CPU model in one place."""
+    from tvm.target import codegen
+
+    return str(codegen.llvm_get_system_cpu())
+
+
 def host_fingerprint() -> dict[str, Any]:
     """What a measurement depends on: CPU, its vector ISA, core count, TVM version."""
     import tvm
-    from tvm.target import codegen
 
     vector_flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx")))
     return {
         "cpu": cpu_model(),
-        "llvm_cpu": str(codegen.llvm_get_system_cpu()),
+        "llvm_cpu": llvm_system_cpu(),
         "isa": vector_flags,
         "cores": physical_cores(),
         "tvm": tvm.__version__,
@@ -78,6 +108,64 @@ def host_fingerprint() -> dict[str, Any]:
 def canonical(config: dict[str, Any]) -> str:
     """Canonical JSON of a target dict: equal targets give equal keys in logs and caches."""
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+@functools.cache
+def _required_flags(key: str) -> tuple[str, ...]:
+    """``required_flags`` for one canonical target: asking LLVM means building a TVM Target, so once per config."""
+    import tvm
+    from tvm.target import codegen
+
+    try:
+        features = set(codegen.llvm_get_cpu_features(tvm.target.Target(json.loads(key))))
+    except (ValueError, TypeError, RuntimeError) as e:  # TVM reports a bad target dict as ValueError
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TunebenchError(f"target {key} is not a valid TVM target: {reason}") from None
+    return tuple(flag for feature, flag in LLVM_TO_CPUINFO.items() if feature in features)
+
+
+def required_flags(config: dict[str, Any]) -> tuple[str, ...]:
+    """The cpuinfo flags code generated for ``config`` may use, as LLVM's own feature list for its mcpu and
+    mattr says (so ``sapphirerapids`` or ``"mattr": ["+avx512f"]`` count, not only the presets' mcpus).
+
+    Only the features of ``LLVM_TO_CPUINFO`` are reported; non-LLVM targets need none.
+    """
+    if config.get("kind") != "llvm":
+        return ()
+    return _required_flags(identity(config))  # the thread count changes no instruction
+
+
+def missing_flags(config: dict[str, Any], host_flags: frozenset[str] | None = None) -> list[str]:
+    """Flags code for the target dict ``config`` (a preset's or any log record's) may use that the host
+    (or ``host_flags``) lacks: running it would die with SIGILL rather than an error message.
+
+    Empty when there is nothing to check against (no /proc/cpuinfo flags: not Linux on x86).
+    """
+    flags = cpu_flags() if host_flags is None else host_flags
+    if not flags:
+        return []
+    return [f for f in required_flags(config) if f not in flags]
+
+
+def runnable(config: dict[str, Any], host_flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU (or ``host_flags``) can execute code built for the record or log target
+    ``config``: an LLVM target whose instructions it has. A target TVM cannot parse is not."""
+    if config.get("kind") != "llvm":
+        return False
+    try:
+        return not missing_flags(config, host_flags)
+    except TunebenchError:
+        return False
+
+
+def identity(config: dict[str, Any]) -> str:
+    """What makes two targets the same for records: the codegen, not ``num-cores``.
+
+    The thread count is a run setting: a schedule tuned with 2 threads compiles and runs with 4,
+    so resume, carry-over and serving match records across core counts (their timings are kept
+    apart by ``records.Record.measured_class``, which does count threads).
+    """
+    return canonical({k: v for k, v in config.items() if k != "num-cores"})
 
 
 @dataclass(frozen=True)
@@ -103,28 +191,32 @@ class TargetSpec:
     def key(self) -> str:
         return canonical(self.config)
 
+    def measurement_class(self) -> str:
+        """This machine timing with this target's threads, as ``records.Record.measured_class`` names
+        a record's: the class whose records are bests here, all others' being priors."""
+        from .records import measurement_class
+
+        return measurement_class(llvm_system_cpu(), self.num_cores)
+
     def missing_flags(self, host_flags: frozenset[str] | None = None) -> list[str]:
         """ISA flags this target needs that the host (or ``host_flags``) lacks."""
-        flags = cpu_flags() if host_flags is None else host_flags
-        if not flags:  # not Linux: nothing to check against
-            return []
-        return [f for f in MCPU_FLAGS.get(self.mcpu, ()) if f not in flags]
+        return missing_flags(self.config, host_flags)
 
     def check_runnable(self) -> TargetSpec:
         """Raise before compiling anything if this CPU cannot execute code for the target."""
         missing = self.missing_flags()
         if missing:
+            mattr = self.config.get("mattr")
+            what = f"mcpu {self.mcpu or 'generic'}" + (f", mattr {','.join(mattr)}" if mattr else "")
             raise TunebenchError(
-                f"target {self.name!r} (mcpu {self.mcpu}) needs {', '.join(missing)}, which this CPU "
+                f"target {self.name!r} ({what}) needs {', '.join(missing)}, which this CPU "
                 f"({cpu_model()}) lacks; use --target avx2 or --target native"
             )
         return self
 
 
 def _avx512_mcpu() -> str:
-    from tvm.target import codegen
-
-    return "znver4" if str(codegen.llvm_get_system_cpu()).startswith("znver") else "skylake-avx512"
+    return "znver4" if llvm_system_cpu().startswith("znver") else "skylake-avx512"
 
 
 def resolve_target(name: str | TargetSpec, num_cores: int | None = None, check: bool = True) -> TargetSpec:
@@ -140,9 +232,7 @@ def resolve_target(name: str | TargetSpec, num_cores: int | None = None, check: 
     elif name == "avx512":
         config = {"kind": "llvm", "mcpu": _avx512_mcpu()}
     elif name == "native":
-        from tvm.target import codegen
-
-        config = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())}
+        config = {"kind": "llvm", "mcpu": llvm_system_cpu()}
     elif name.lstrip().startswith("{"):
         try:
             config = dict(json.loads(name))

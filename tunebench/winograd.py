@@ -3,7 +3,7 @@ the direct one, per convolution shape, on measured time.
 
 Winograd trades multiplications for transforms: for ResNet18's 3x3 convs the tuned kernel does
 about 40% of the direct FLOP. Whether that wins depends on the shape and on how well each is tuned,
-so both are tuned (``tunebench tune --winograd``) and ``dispatch`` serves, for each conv shape, the
+so both are tuned (``tunebench tune --winograd``) and ``choose`` serves, for each conv shape, the
 implementation whose tasks the log says are faster.
 
 The compute is TOPI's (``_conv2d_winograd_nchw_impl`` with a pre-computed kernel), whose blocks carry

@@ -1,0 +1,84 @@
+"""Building: apply the chosen records to a lowered model's TIR and compile it into a VM executable.
+
+Records are applied with ``MetaScheduleApplyDatabase`` to the module ``frontend.lower`` produced,
+then built with ``tvm.compile``; the module is never re-fused, so workload hashes still match
+(``relax_integration.compile_relax`` fuses again, and then no record applies).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .choose import Coverage, best_records, choose_lowering
+from .records import HistoryLog, Record
+from .runtime import CompiledModel
+from .target import TargetSpec
+from .tasks import Task, extract_tasks
+from .traces import schedule_for
+
+
+def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], target: TargetSpec) -> tuple[Any, list[str]]:
+    """A MetaSchedule database holding, per task, its best record's schedule replayed on the task's
+    own TIR (``traces.schedule_for``); and the keys of the tasks that got one. A record whose trace
+    applies to neither the task nor through its anchor block is left out: the task counts as untuned."""
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.MemoryDatabase()
+    applied = []
+    for t in tasks:
+        record, source = best.get(t.workload_key), log.workloads.get(t.workload_key)
+        if record is None or source is None:
+            continue
+        sch = schedule_for(record.trace, t.mod, source.ms_workload().mod, target.tvm())
+        if sch is None:
+            continue
+        workload = db.commit_workload(t.mod)
+        args = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, record.ms_run_secs, target.tvm(), args))
+        applied.append(t.workload_key)
+    return db, applied
+
+
+def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record] | None = None) -> tuple[Any, Coverage]:
+    """Rewrite each task's TIR with its best record's schedule; report coverage.
+
+    ``best`` (from ``best_records``) saves re-ranking, and re-warning, when many modules share a log.
+    """
+    from tvm import relax
+
+    tasks = extract_tasks(relax_mod, target)
+    coverage = Coverage(tasks)
+    if log is None or not log.records:
+        return relax_mod, coverage
+    best = best_records(log, target) if best is None else best
+    db, coverage.applied = _database(tasks, log, best, target)
+    if not coverage.applied:
+        return relax_mod, coverage
+    with target.tvm(), db:
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(relax_mod), coverage
+
+
+def build(relax_mod: Any, target: TargetSpec) -> Any:
+    """Compile a (scheduled or not) Relax module into a VM executable."""
+    import tvm
+
+    return tvm.compile(relax_mod, target=target.tvm())
+
+
+def compile_model(
+    relax_mod: Any, target: TargetSpec, log: HistoryLog | None = None, source: Any = None, layout: str = "nchw", winograd: bool = False
+) -> CompiledModel:
+    """Apply the best usable records from ``log`` (if any) and build: the model, ready to call.
+
+    With ``source`` (the module ``relax_mod`` was lowered from, in ``layout``), the model is first
+    lowered the way the log says is fastest (``choose_lowering``): the other conv layout, and with
+    ``winograd`` Winograd convs per shape. Winograd is opt-in: its records so far were timed warm,
+    which flattered its 4x larger kernels (see README).
+    """
+    best = best_records(log, target) if log is not None and log.records else {}
+    lowering = None
+    if source is not None:
+        lowering = choose_lowering(source, relax_mod, layout, target, log, best, winograd)
+        relax_mod = lowering.mod
+    scheduled, coverage = apply_records(relax_mod, target, log, best)
+    return CompiledModel(build(scheduled, target), coverage, lowering)
