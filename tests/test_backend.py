@@ -212,6 +212,22 @@ def test_tuned_records_are_applied(tiny_log: Path) -> None:
     assert str(backend.served(graphs)) == compiled.last.coverage(), "watch() sees the graph dynamo's call was served by"
 
 
+def test_a_shape_compiled_in_the_block_keeps_its_tuned_build_after_it(tiny_log: Path) -> None:
+    """Compile and warm up inside the block, serve after it: no recompile, the tuned build runs."""
+    model, x = tiny()
+    torch._dynamo.reset()
+    with tunebench.apply_history_best(tiny_log):
+        fast = torch.compile(model, backend="tunebench")
+        with torch.no_grad(), backend.watch() as inside:
+            fast(x)
+    compiles, runs = cache.STATS.compiles, cache.STATS.tvm_runs
+    with torch.no_grad(), backend.watch() as after:
+        check_close(fast(x), model(x))
+    assert cache.STATS.compiles == compiles, "a call after the block recompiled"
+    assert cache.STATS.tvm_runs == runs + 1
+    assert len(after) == 1 and after[0] is inside[0] and after[0].applied, "served by another build than the block's tuned one"
+
+
 def test_enable_sets_records_for_the_script(tiny_log: Path) -> None:
     model, x = tiny()
     tunebench.enable(logs=tiny_log, opt_level=3)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .cache import CACHE, STATS, Entry
-from .context import ServingConfig, current, make_config
+from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
 
 OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
@@ -263,6 +263,7 @@ class GraphDispatcher:
         self.gm, self.static, self.options = gm, static, options
         self.graphs: dict[tuple[Any, ...], CompiledGraph] = {}
         self._configs: dict[int, ServingConfig] = {}
+        self._latest: dict[tuple[Any, ...], CompiledGraph] = {}  # per signature, the graph last served
         self.last: CompiledGraph | None = None
 
     def config(self, base: ServingConfig) -> ServingConfig:
@@ -285,15 +286,22 @@ class GraphDispatcher:
     def prepare(self, *args: Any) -> CompiledGraph:
         """The graph for these inputs' signature under the active config, built on first sight.
 
+        Outside any ``apply_history_best`` block, a signature already compiled keeps the build it
+        was last served (the common server shape: compile and warm up in the block, serve after it);
+        a signature never seen is built under ``enable``'s config, else with no records.
+
         Static inputs (parameters) are bound into the build as constants, so they key by address:
         dynamo hands this dispatcher a second instance of the same module class too, and that
         instance's weights must not be served by the first one's build.
         """
         base = current()
-        key = (base.token, *(_arg_key(a, i in self.static) for i, a in enumerate(args)))
-        graph = self.graphs.get(key)
+        signature = tuple(_arg_key(a, i in self.static) for i, a in enumerate(args))
+        graph = self.graphs.get((base.token, *signature))
+        if graph is None and not in_block():  # after the block: the kernels this shape was compiled with
+            graph = self._latest.get(signature)
         if graph is None:
-            graph = self.graphs[key] = self._build(args, self.config(base))
+            graph = self.graphs[(base.token, *signature)] = self._build(args, self.config(base))
+        self._latest[signature] = graph
         self.last = graph
         for seen in _watchers:
             if not any(g is graph for g in seen):

@@ -94,6 +94,12 @@ _default: ServingConfig | None = None
 _active: ContextVar[ServingConfig | None] = ContextVar("tunebench_serving_config", default=None)
 
 
+def in_block() -> bool:
+    """Whether an ``apply_history_best`` block (or ``activate``) is active here: outside one, a shape
+    already compiled keeps the build it got (``backend.GraphDispatcher.prepare``)."""
+    return _active.get() is not None
+
+
 def current() -> ServingConfig:
     """The innermost ``apply_history_best`` block's config, else ``enable``'s, else no records."""
     global _default
