@@ -32,12 +32,11 @@ def _scores(model: Any, entry: Any, records: list[Any]) -> list[float]:
 
 
 def main() -> None:
-    import numpy as np
     from tvm.s_tir import meta_schedule as ms
 
     from tunebench import costmodel
     from tunebench.records import read_log
-    from tunebench.search import _ranks
+    from tunebench.search import spearman
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("eval_log", type=Path)
@@ -57,9 +56,8 @@ def main() -> None:
     for (key, machine), recs in sorted(groups.items()):
         if len(recs) < args.min:
             continue
-        speed = _ranks(np.array([1.0 / r.latency for r in recs]))
-        models = (("saved", saved), ("untrained", untrained))
-        rho = {name: float(np.corrcoef(_ranks(np.array(_scores(m, log.workloads[key], recs))), speed)[0, 1]) for name, m in models}
+        speed = [1.0 / r.latency for r in recs]
+        rho = {name: spearman(_scores(m, log.workloads[key], recs), speed) for name, m in (("saved", saved), ("untrained", untrained))}
         rows.append({"task": log.workloads[key].task, "machine": machine, "records": len(recs), **rho})
         task = log.workloads[key].task[:44]
         print(f"{task:44s} {machine:14s} {len(recs):4d} records  saved {rho['saved']:+.2f}  untrained {rho['untrained']:+.2f}", flush=True)

@@ -29,7 +29,7 @@ def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], targe
         record, source = best.get(t.workload_key), log.workloads.get(t.workload_key)
         if record is None or source is None:
             continue
-        sch = schedule_for(record.trace, t.mod, source.ms_workload().mod, target.tvm())
+        sch = schedule_for(record.trace, t.mod, source, target.tvm())
         if sch is None:
             continue
         workload = db.commit_workload(t.mod)

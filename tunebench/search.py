@@ -225,7 +225,7 @@ def tune_tasks(
         reporter("finish", state)
         return state
     batcher = _open_batcher(tasks, target, log_path, tuner, measure, host, state, active, priors, per_task, seed)
-    _search(batcher, state, per_task, state.deadline, reporter)
+    _search(batcher, state, per_task, reporter)
     if batcher.cost_model is not None and state.new_trials:
         path = costmodel.model_path(log_path)
         n = costmodel.save(batcher.cost_model, path, target.measurement_class())
@@ -282,13 +282,13 @@ def _open_batcher(
     return batcher
 
 
-def _search(batcher: _Batcher, state: SearchState, per_task: float, deadline: float, reporter: Reporter) -> None:
+def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Reporter) -> None:
     """Batch after batch to the task with the highest ``_priority``, until budget, tasks, clock or a signal stop it."""
     states = state.states
     try:
         with _StopRequest() as stop:
-            while not _stop_reason(state, stop.signum, deadline):
-                left = min(state.budget - state.new_trials, _fit_before(state, deadline))
+            while not _stop_reason(state, stop.signum):
+                left = min(state.budget - state.new_trials, _fit_before(state))
                 pool = [s for s in states if not s.done]
                 s = max(pool, key=_priority)
                 measured = batcher.run(s, int(min(left, per_task - s.trials)), state)
@@ -305,16 +305,16 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, deadline: fl
                 s.ctx.post_tuning()
 
 
-def _fit_before(state: SearchState, deadline: float) -> float:
-    """Trials that fit before ``deadline`` at this run's pace so far (at least one): a 64-candidate
+def _fit_before(state: SearchState) -> float:
+    """Trials that fit before the deadline at this run's pace so far (at least one): a 64-candidate
     batch takes minutes, and ``--timeout`` is a promise about wall clock, not about batch starts."""
-    if not math.isfinite(deadline) or not state.new_trials:
+    if not math.isfinite(state.deadline) or not state.new_trials:
         return math.inf
     pace = (time.time() - state.started) / state.new_trials
-    return max(1.0, (deadline - time.time()) / pace)
+    return max(1.0, (state.deadline - time.time()) / pace)
 
 
-def _stop_reason(state: SearchState, signum: int | None, deadline: float) -> str:
+def _stop_reason(state: SearchState, signum: int | None) -> str:
     """Why the search should stop now ('' to go on); sets ``state.stopped_by`` (and ``interrupted``)."""
     if signum is not None:
         state.interrupted = True
@@ -323,7 +323,7 @@ def _stop_reason(state: SearchState, signum: int | None, deadline: float) -> str
         state.stopped_by = "trial budget reached"
     elif all(s.done for s in state.states):
         state.stopped_by = "every task reached its per-task budget"
-    elif time.time() >= deadline:
+    elif time.time() >= state.deadline:
         state.stopped_by = "timeout"
     return state.stopped_by
 
@@ -371,8 +371,7 @@ class _Batcher:
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo
         from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 
-        source = self.sources.get(r.key)
-        sch = schedule_for(r.trace, workload.mod, source.ms_workload().mod if source else None, self.target.tvm())
+        sch = schedule_for(r.trace, workload.mod, self.sources.get(r.key), self.target.tvm())
         return None if sch is None else MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
 
     def prepare(self, s: TaskState, max_trials: int, batch: int, prior: list[rec.Record], rand_state: int, tuner: str) -> None:
@@ -534,8 +533,15 @@ def rank_correlation(predicted: Any, results: list[Any]) -> float:
     slowest): 1 when the model ranked the batch exactly as the clock did, ~0 when it guessed."""
     import numpy as np
 
-    speed = np.array([1.0 / float(np.mean(r.run_secs)) if r.run_secs else 0.0 for r in results])
-    a, b = _ranks(np.asarray(predicted, dtype=float)), _ranks(speed)
+    speed = [1.0 / float(np.mean(r.run_secs)) if r.run_secs else 0.0 for r in results]
+    return spearman(predicted, speed)
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's rank correlation of two sequences; nan when either is constant or shorter than 2."""
+    import numpy as np
+
+    a, b = _ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float))
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return math.nan
     return float(np.corrcoef(a, b)[0, 1])

@@ -27,15 +27,16 @@ def replay(trace_json: Any, mod: Any) -> Any:
 
 
 def schedule_for(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
-    """``mod`` scheduled by a trace recorded on ``tuned_on`` (the record's own workload module, or
-    None if unknown): replayed as is, else through the anchor block; None when neither applies."""
+    """``mod`` scheduled by a trace recorded on ``tuned_on`` (the record's ``records.WorkloadEntry``,
+    or None if unknown): replayed as is, else through the anchor block; None when neither applies.
+    ``tuned_on`` is deserialized only for the fallback: most traces replay as they are."""
     from tvm.s_tir import Schedule
     from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
 
     sch = replay(trace_json, mod)
     if sch is not None or tuned_on is None:
         return sch
-    tuned = replay(trace_json, tuned_on)
+    tuned = replay(trace_json, tuned_on.ms_workload().mod)
     if tuned is None:
         return None
     sch = Schedule(mod)
