@@ -41,6 +41,21 @@ def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def fresh_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serving test starts with empty counters, no in-memory builds, no ``enable`` and its own disk cache."""
+    import torch
+
+    import tunebench
+    from tunebench import cache
+
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    torch._dynamo.reset()
+    cache.CACHE.memory.clear()
+    cache.STATS.reset()
+    tunebench.disable()
+
+
 # The /proc/cpuinfo flags of a real AMD EPYC Zen 4 KVM guest (LLVM: znver4), verbatim: every name the ISA
 # check compares is one a kernel really prints.
 _ZEN4_CPUINFO = """fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht syscall nx

@@ -32,14 +32,7 @@ TINY = str(ROOT / "tests/fixtures/tiny.py") + ":tiny_conv"
 SMALL_INPUTS = {"bert_tiny": (1, 16)}
 
 
-@pytest.fixture(autouse=True)
-def _fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with empty counters, no in-memory builds and its own disk cache."""
-    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    torch._dynamo.reset()
-    cache.CACHE.memory.clear()
-    cache.STATS.reset()
-    tunebench.disable()
+pytestmark = pytest.mark.usefixtures("fresh_serving")  # tests.conftest: counters, builds and cache start empty
 
 
 def tiny() -> tuple[torch.nn.Module, torch.Tensor]:
@@ -98,7 +91,7 @@ def test_unsupported_op_stays_in_pytorch() -> None:
     assert "special_erfcx.default" not in backend.relax_convertible_ops()
     model, x = WithErfcx().eval(), torch.randn(1, 3, 12, 12)
     with pytest.raises(tunebench.TunebenchError, match="special_erfcx"):  # the whole-model path really cannot lower it
-        tunebench.lower_model(model, "avx2", example_inputs=(x,), layout="nchw")
+        tunebench.lower_model(model, "avx2", example_inputs=(x,), layout="nchw").whole()
     compiled = tunebench.compile(model, x, fallback="never")
     check_close(compiled(x), model(x))
     graph = compiled.last
@@ -148,6 +141,56 @@ def test_each_model_instance_is_served_its_own_weights() -> None:
             model = cls().eval()
             check_close(torch.compile(model, backend="tunebench", options={"fallback": "never"})(x), model(x))
     assert cache.STATS.compiles == 2
+
+
+def test_in_place_weight_updates_are_seen() -> None:
+    """load_state_dict and in-place writes keep the addresses dynamo guards on: the version counters catch them."""
+    model, x = tiny()
+    compiled = torch.compile(model, backend="tunebench", options={"fallback": "never"})
+    aot = tunebench.compile(model, x, fallback="never")  # exports the user's module itself: its parameters are watched
+    with torch.no_grad():
+        compiled(x), aot(x)
+        model.conv2.weight.mul_(-2.0)
+        with pytest.warns(backend.WeightsChangedWarning):
+            check_close(compiled(x), model(x))
+        with pytest.warns(backend.WeightsChangedWarning):
+            check_close(aot(x), model(x))
+        torch.manual_seed(7)
+        model.load_state_dict(type(model)().state_dict())
+        with pytest.warns(backend.WeightsChangedWarning):
+            check_close(compiled(x), model(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", backend.WeightsChangedWarning)
+            check_close(compiled(x), model(x))  # rebuilt once, not on every call
+
+
+def test_threads_share_one_compiled_model() -> None:
+    """8 threads call one compiled model from the first call on: one build, every output its eager value."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, _ = tiny()
+    compiled = torch.compile(model, backend="tunebench", options={"fallback": "never"})
+    xs = [torch.randn(1, 3, 16, 16) for _ in range(8)]
+    with torch.no_grad():
+        want = [model(x) for x in xs]
+
+    def serve(i: int) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [compiled(xs[i]) for _ in range(5)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(serve, range(8)))
+    for got, expected in zip(results, want, strict=True):
+        for out in got:
+            check_close(out, expected)
+    assert cache.STATS.compiles == 1 and cache.STATS.tvm_runs == 40
+
+
+def test_compiling_leaves_the_module_in_its_mode() -> None:
+    model, x = tiny()
+    model.train()
+    tunebench.compile(model, x, fallback="never")
+    assert all(m.training for m in model.modules()), "export switched the user's module to eval mode"
 
 
 CHILD = """

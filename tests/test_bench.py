@@ -76,17 +76,36 @@ def test_tuned_column_is_the_serving_path(tiny_log: Path) -> None:
     assert "strict alternation" in result.to_json()["protocol"]
 
 
+def _without_one_task(log: Path, out: Path, rename_others: bool) -> Path:
+    """``log`` with every record of its first recorded task dropped; with ``rename_others`` the other
+    workloads' task names changed, so they compute no relative of it (``choose.stand_ins``)."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    dropped = next(d["key"] for d in lines if d["type"] == "record")
+    kept = [d for d in lines if not (d["type"] == "record" and d["key"] == dropped)]
+    for d in kept:
+        if rename_others and d["type"] == "workload":
+            d["task"] = "fused_other_op"
+    out.write_text("".join(json.dumps(d) + "\n" for d in kept))
+    return out
+
+
 def test_partly_tuned_log_keeps_the_tuned_column_honest(tiny_log: Path, tmp_path: Path) -> None:
-    # drop every record of one task: the backend keeps that subgraph in PyTorch, so no "tuned" time may be shown
-    lines = tiny_log.read_text().splitlines()
-    dropped = next(json.loads(line)["key"] for line in lines if json.loads(line)["type"] == "record")
-    partial = tmp_path / "partial.jsonl"
-    partial.write_text("\n".join(line for line in lines if not (json.loads(line)["type"] == "record" and json.loads(line)["key"] == dropped)) + "\n")
+    # one task without records and no relative to stand in: the backend keeps that subgraph in PyTorch, no "tuned" time shown
+    partial = _without_one_task(tiny_log, tmp_path / "partial.jsonl", rename_others=True)
     with pytest.warns(UserWarning, match="run in PyTorch: 1/2 of their tasks"):
         result = bench.run_bench(TINY, log=partial, iters=1, warmup=1, inductor=False, untuned=False)
     tuned = result.column(bench.TUNED)
     assert tuned.status == "skipped" and not tuned.times
     assert tuned.reason == "nothing runs in TVM (0/1 subgraphs in TVM, 1/2 tasks tuned): 1 task(s) have no usable record and their subgraphs stay in PyTorch"
+
+
+def test_a_task_without_records_served_by_a_relative_is_said_so(tiny_log: Path, tmp_path: Path) -> None:
+    # the other conv of the model computes the same ops at other extents: its schedule, refitted, serves the untuned one
+    partial = _without_one_task(tiny_log, tmp_path / "partial.jsonl", rename_others=False)
+    result = bench.run_bench(TINY, log=partial, iters=1, warmup=1, inductor=False, untuned=False)
+    tuned = result.column(bench.TUNED)
+    assert tuned.status == "ok" and tuned.max_abs_err <= 1e-3
+    assert tuned.coverage == "1/1 subgraphs in TVM, 2/2 tasks tuned (1 transferred from other shapes, untimed), nchw layout"
 
 
 def test_log_this_host_cannot_use_skips_the_tuned_column(tiny_log: Path, tmp_path: Path, fake_host: Callable[[str], Host]) -> None:

@@ -249,3 +249,21 @@ def test_uncapturable_model_names_the_construct(tmp_path: Path) -> None:
 def test_help_does_not_import_torch_or_tvm() -> None:
     code = "import sys, tunebench.cli; assert 'torch' not in sys.modules and 'tvm' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("code", "env", "want"),
+    [
+        ("import tunebench, torch", {}, "10000 set by tunebench"),  # before libgomp loads: bounded
+        ("import torch, tunebench", {}, "None libgomp default"),  # too late to matter: left alone, the backend advises
+        ("import tunebench, torch", {"GOMP_SPINCOUNT": "500"}, "500 set by the user"),  # the user's value wins
+    ],
+)
+def test_openmp_spin_is_bounded_only_where_it_can_take_effect(code: str, env: dict[str, str], want: str) -> None:
+    import os
+
+    probe = f"{code}; import os; from tunebench.spin import openmp_spin; print(os.environ.get('GOMP_SPINCOUNT'), openmp_spin())"
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "TUNEBENCH_SET_GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+    value, how = want.split(" ", 1)
+    assert out.startswith(value) and how in out, out

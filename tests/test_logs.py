@@ -272,3 +272,26 @@ def test_show_marks_records_this_machine_cannot_use(two_logs, tmp_path, fake_hos
     assert len(local.rows) == 2 and all(row.unusable == "" and row.target == "avx2" and row.trials == 4 for row in local.rows)
     fake_host("xeon")  # a host with every one of those flags can use them all
     assert all(row.unusable == "" for log in (skylake, sapphire, mattr) for row in summarize(log).rows)
+
+
+def test_serving_reads_a_digest_that_follows_the_log(tiny_log: Path, tmp_path: Path) -> None:
+    """Serving parses a log once per change: later processes read its digest (bests only), with the same bests."""
+    from dataclasses import replace
+
+    from tunebench.choose import best_records
+    from tunebench.context import make_config
+
+    log, cache_dir = tmp_path / "t.jsonl", tmp_path / "cache"
+    shutil.copy(tiny_log, log)
+    full = rec.read_log(log)
+    first = make_config(log, cache_dir=cache_dir)
+    digests = list((cache_dir / "digests").iterdir())
+    assert len(digests) == 1 and len(first.log.records) <= len(full.records)
+    assert {k: r.identity() for k, r in first.best.items()} == {k: r.identity() for k, r in best_records(full, first.target).items()}
+    assert make_config(log, cache_dir=cache_dir).fingerprint == first.fingerprint  # read back from the digest
+    key = next(iter(first.best))
+    faster = replace(first.best[key], run_secs=[first.best[key].latency / 10] * 3, time=first.best[key].time + 1)
+    rec.LogWriter(log).append([faster], full.workloads)
+    again = make_config(log, cache_dir=cache_dir)
+    assert again.best[key].identity() == faster.identity(), "a record appended to the log is not served"
+    assert [p.name for p in (cache_dir / "digests").iterdir()] != [p.name for p in digests] and len(list((cache_dir / "digests").iterdir())) == 1

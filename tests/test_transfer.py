@@ -15,6 +15,7 @@ from tunebench.errors import TunebenchError
 from tunebench.records import HistoryLog, Record, measurement_class, read_log
 from tunebench.search import load_priors, tune_tasks
 from tunebench.target import TargetSpec, resolve_target
+from tunebench.zoo import get_model
 
 
 def _record(key: str, secs: float, llvm_cpu: str, cores: int = 2) -> Record:
@@ -134,3 +135,33 @@ def test_logs_show_gives_each_machine_class_its_own_rows(tiny_log: Path, tmp_pat
     from tunebench.logs import best_k
 
     assert {r.measured_class for r in best_k(kept, 1)} == machines  # --top keeps each machine's best
+
+
+def test_a_batch_size_never_tuned_gets_the_tuned_ones_schedules(tiny_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuned at batch 1, called at batch 2: every task serves batch 1's schedule refitted to its loops (said
+    so in the coverage), output as eager's; and a search at batch 2 times those schedules first."""
+    import torch
+
+    import tunebench
+    from tunebench import cache
+    from tunebench.search import _carry_over
+    from tunebench.traces import refitted
+
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    model, _ = get_model(TINY)
+    x2 = torch.randn(2, 3, 16, 16)
+    cache.CACHE.memory.clear()
+    with tunebench.apply_history_best(tiny_log):
+        compiled = tunebench.compile(model, x2)  # default policy: in TVM only if every task got a schedule
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x2), model(x2), rtol=1e-3, atol=1e-3)
+    [sub] = compiled.last.subgraphs
+    assert sub.runner == "tvm" and len(sub.transferred) == sub.tasks == len(sub.applied) == 2
+    assert "2 transferred from other shapes, untimed" in compiled.last.coverage()
+
+    lowered = api.lower_model(TINY, "avx2", layout="nchw", batch=[2])
+    priors = load_priors(tiny_log, lowered.target, lowered.target.measurement_class())
+    for task in lowered.tasks:
+        carried = _carry_over(task, priors, "cold")
+        assert carried and all(r.key != task.workload_key for r in carried)
+        assert refitted(carried[0].trace, task.mod, priors.workloads[carried[0].key]) is not None

@@ -147,3 +147,19 @@ def test_a_signalled_run_leaves_a_loadable_log(tmp_path: Path, sig: signal.Signa
         assert "Traceback" not in out
     else:
         assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_task_with_nothing_timed_gets_a_small_first_batch() -> None:
+    """The first batch of a task is picked by an untrained model: FIRST_BATCH of them, not 64, so a short run
+    times every task sooner; a task with a time here, or schedules to carry over, is not capped."""
+    import math
+
+    from tunebench.search import FIRST_BATCH, MAX_BATCH, TaskState, _batch_cap
+    from tunebench.tasks import Task
+
+    timed = records.Record("k", [], [], [1e-3], None, {"kind": "llvm", "mcpu": "core-avx2"}, {}, "x", protocol="cold")
+    task = Task("conv", "conv2d", 1e6, 1, "k", None)
+    assert FIRST_BATCH < MAX_BATCH
+    assert _batch_cap(TaskState(task)) == FIRST_BATCH
+    assert _batch_cap(TaskState(task, best_record=timed)) == math.inf
+    assert _batch_cap(TaskState(task, carry=[timed])) == math.inf

@@ -1,4 +1,4 @@
-"""TVM internals tunebench relies on: private names a TVM upgrade may remove or change without notice.
+"""TVM (and torch) internals tunebench relies on: private names a TVM upgrade may remove or change without notice.
 
 Each test names the TVM attribute and the tunebench code that uses it, so a failure after an upgrade says
 what to port instead of surfacing as a broken search or fleet run minutes later.
@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
 import tvm
 
 
@@ -104,3 +105,16 @@ def test_tracker_session_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     assert got == [[base.TrackerCode.REQUEST, "k", "", 1]], "the tracker protocol's REQUEST message changed"
     assert connected == [("10.0.0.7", 9091, "key:x")] and where["server"] == "10.0.0.7:9091"
     theirs.close()
+
+
+def test_dynamo_compile_lock() -> None:
+    """``torch._dynamo.convert_frame.compile_lock``: ``backend._build_lock`` holds it while a subgraph is
+    exported and built, so no other thread exports or dynamo-compiles meanwhile. It must be re-entrant:
+    the build runs inside a dynamo-compiled call and torch.export may take it again."""
+    import torch._dynamo.convert_frame as convert_frame
+
+    lock = getattr(convert_frame, "compile_lock", None)
+    if lock is None:
+        pytest.fail(f"torch {torch.__version__} has no torch._dynamo.convert_frame.compile_lock; backend._build_lock uses it")
+    with lock, lock:  # re-entrant
+        pass

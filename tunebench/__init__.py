@@ -1,7 +1,8 @@
 """tunebench: tune PyTorch models for x86 CPUs with Apache TVM (Relax + MetaSchedule).
 
 The package imports nothing heavy: torch and TVM load on first use of a function that needs
-them, so ``tunebench --help`` stays fast.
+them, so ``tunebench --help`` stays fast. Imported before torch, it bounds how long PyTorch's
+OpenMP threads spin beside TVM's pool (``spin``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .spin import bound_openmp_spin
+
+bound_openmp_spin()
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -1,14 +1,19 @@
 """Serving: the ``tunebench`` torch.compile backend and ``tunebench.compile`` (ahead of time).
 
-As torch_tvm did, a captured graph is split: operators the Relax torch frontend converts form
-TVM subgraphs, everything else stays in PyTorch, so a model with one unsupported op still runs.
-Support is read from the frontend's own converter map, never from a hand-written list.
+As torch_tvm did, a captured graph is split (``tunebench.partition``, which ``tunebench tune``
+partitions with too): operators the Relax torch frontend converts form TVM subgraphs, everything
+else stays in PyTorch, so a model with one unsupported op still runs.
 
 Each distinct call signature (input shapes and dtypes, the weights' storage, plus the active
 ``ServingConfig``) gets its own specialized graph: traced to core ATen with ``make_fx``, partitioned with torch.fx's
 ``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache. Parameters and
 buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
-tune``); this is an inference backend, and later weight updates are not seen.
+tune``). Weights changed after compiling are caught by their version counters (``load_state_dict``,
+in-place updates under ``no_grad``): the graph is rebuilt under the config it was built with, with a
+``WeightsChangedWarning``. Writes through ``.data`` bypass the counter and are not seen.
+
+Thread-safe: each signature is built once however many threads call it first, and each TVM
+subgraph's VM (which keeps its call frames on the instance) serves one call at a time.
 
 Never slower by surprise: by default a subgraph with a task lacking a tuning record runs in
 PyTorch (untuned TVM kernels are naive), with one warning giving the coverage;
@@ -17,8 +22,8 @@ PyTorch (untuned TVM kernels are naive), with one warning giving the coverage;
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,10 +35,11 @@ import torch
 from .cache import CACHE, STATS, Entry
 from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
+from .partition import Partition, partition
+from .partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
+from .spin import advise_once
 
 OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
-# dtypes the Relax frontend and the LLVM CPU codegen handle for every supported op
-_DTYPES = frozenset({torch.float32, torch.float16, torch.int64, torch.int32, torch.bool})
 
 
 class UntunedFallbackWarning(UserWarning):
@@ -44,37 +50,8 @@ class LoweringFallbackWarning(UserWarning):
     """A subgraph TVM failed to lower or build; it runs in PyTorch instead."""
 
 
-@functools.cache
-def relax_convertible_ops() -> frozenset[str]:
-    """ATen overload names (``convolution.default``...) the exported-program importer converts."""
-    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
-
-    return frozenset(ExportedProgramImporter().create_convert_map())
-
-
-def _tensors(value: Any) -> list[Any] | None:
-    """The tensors a node produces, or None if it produces anything else (SymInt, None...)."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
-        return list(value)
-    return None
-
-
-def _operator_support() -> Any:
-    from torch.fx.passes.operator_support import OperatorSupportBase
-
-    class RelaxSupport(OperatorSupportBase):
-        """A node goes to TVM if the Relax frontend converts its op and its tensors have plain dtypes."""
-
-        def is_node_supported(self, submodules: Any, node: torch.fx.Node) -> bool:
-            if node.op != "call_function" or getattr(node.target, "__name__", None) not in relax_convertible_ops():
-                return False
-            produced = _tensors(node.meta.get("val"))
-            consumed = [a.meta.get("val") for a in node.all_input_nodes]
-            return produced is not None and all(t.dtype in _DTYPES for t in produced + [v for v in consumed if isinstance(v, torch.Tensor)])
-
-    return RelaxSupport()
+class WeightsChangedWarning(UserWarning):
+    """Weights bound into a compiled graph changed since; the graph is rebuilt with the new ones."""
 
 
 @dataclass
@@ -88,6 +65,7 @@ class SubgraphInfo:
     reason: str = ""
     lowering: str = ""  # choose.Lowering as text: the conv layout (and Winograd shapes) chosen from the log
     flop: float = 0.0  # FLOP per call of its tasks
+    transferred: list[str] = field(default_factory=list)  # of ``applied``: a stand-in's schedule, refitted (choose.stand_ins)
 
 
 @dataclass
@@ -96,11 +74,15 @@ class CompiledGraph:
 
     ``weights`` holds the static inputs (parameters) it was built with: their addresses are part
     of the dispatcher's key, and holding them keeps another model's weights from reusing them.
+    ``versions`` is ``_weight_state`` at build time, ``config`` what it was built under (a rebuild
+    for changed weights uses it again).
     """
 
     module: torch.fx.GraphModule
     subgraphs: list[SubgraphInfo]
     weights: tuple[Any, ...] = ()
+    versions: tuple[tuple[int, int], ...] = ()
+    config: ServingConfig | None = None
 
     @property
     def applied(self) -> list[str]:
@@ -122,10 +104,12 @@ class Served:
     applied: int = 0  # records in the subgraphs that run in TVM
     lowerings: list[str] = field(default_factory=list)  # of the TVM subgraphs, distinct
     flop: float = 0.0  # FLOP per call of all tasks
+    transferred: int = 0  # of ``tuned``: schedules of another shape, refitted and untimed
 
     def __str__(self) -> str:
         layout = f", {'; '.join(self.lowerings)}" if self.lowerings else ""
-        return f"{self.tvm}/{self.tvm + self.pytorch} subgraphs in TVM, {self.tuned}/{self.tasks} tasks tuned{layout}"
+        moved = f" ({self.transferred} transferred from other shapes, untimed)" if self.transferred else ""
+        return f"{self.tvm}/{self.tvm + self.pytorch} subgraphs in TVM, {self.tuned}/{self.tasks} tasks tuned{moved}{layout}"
 
 
 def served(graphs: Iterable[CompiledGraph]) -> Served:
@@ -136,6 +120,7 @@ def served(graphs: Iterable[CompiledGraph]) -> Served:
         out.tvm, out.pytorch = out.tvm + in_tvm, out.pytorch + (not in_tvm)
         out.tasks, out.tuned, out.flop = out.tasks + s.tasks, out.tuned + len(s.applied), out.flop + s.flop
         out.applied += len(s.applied) if in_tvm else 0
+        out.transferred += len(s.transferred)
         if in_tvm and s.lowering and s.lowering not in out.lowerings:
             out.lowerings.append(s.lowering)
     return out
@@ -160,16 +145,25 @@ def watch() -> Iterator[list[CompiledGraph]]:
         _watchers.remove(seen)
 
 
-_threads = [0]
+def _build_lock() -> Any:
+    """Dynamo's own compile lock (an RLock): torch.export and dynamo keep global mode and patching
+    state, so a build exporting in one thread while another thread exports or dynamo-compiles
+    failed ("Trying to pop empty mode stack") or hung, seen with 8 threads making their first call."""
+    from torch._dynamo.convert_frame import compile_lock
+
+    return compile_lock
+
+
+_pool = threading.local()  # TVM's thread pool is per calling thread, so is the size it was given
 
 
 def _set_threads(n: int) -> None:
-    """Size TVM's thread pool (only when it changes: reconfiguring restarts the workers)."""
+    """Size this thread's TVM pool (only when it changes: reconfiguring restarts the workers)."""
     from .runtime import set_tvm_threads
 
-    if n != _threads[0]:
+    if getattr(_pool, "size", 0) != n:
         set_tvm_threads(n)
-        _threads[0] = n
+        _pool.size = n
 
 
 class TvmSubgraph(torch.nn.Module):
@@ -182,6 +176,8 @@ class TvmSubgraph(torch.nn.Module):
         super().__init__()
         self._vm = relax.VirtualMachine(module, tvm.cpu())
         self._main = self._vm["main"]
+        self._lock = threading.Lock()  # the VM keeps its frames on the instance: one call at a time
+        advise_once()
         self.dynamic, self.tuple_out, self.num_threads = dynamic, tuple_out, num_threads
 
     def forward(self, *args: Any) -> Any:
@@ -190,34 +186,11 @@ class TvmSubgraph(torch.nn.Module):
         from .runtime import to_torch
 
         _set_threads(self.num_threads or torch.get_num_threads())
-        STATS.tvm_runs += 1
-        out = to_torch(self._main(*[tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]), torch)
+        inputs = [tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]
+        with self._lock:
+            STATS.tvm_runs += 1
+            out = to_torch(self._main(*inputs), torch)
         return (out,) if self.tuple_out and not isinstance(out, tuple) else out
-
-
-class _Positional(torch.nn.Module):
-    """Wraps a graph module so torch.export sees plain positional inputs (its params included)."""
-
-    def __init__(self, gm: torch.nn.Module) -> None:
-        super().__init__()
-        self.gm = gm
-
-    def forward(self, *args: Any) -> Any:
-        return self.gm(*args)
-
-
-class _Bound(torch.nn.Module):
-    """A partition with its constant inputs held as buffers, so export binds them as weights."""
-
-    def __init__(self, sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], arity: int) -> None:
-        super().__init__()
-        self.sub, self.arity = sub, arity
-        for j, t in bound.items():
-            self.register_buffer(f"c{j}", t.detach())
-
-    def forward(self, *dynamic: Any) -> Any:
-        it = iter(dynamic)
-        return self.sub(*[getattr(self, f"c{j}") if hasattr(self, f"c{j}") else next(it) for j in range(self.arity)])
 
 
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
@@ -234,18 +207,17 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
     return h.hexdigest()
 
 
-def _lower_and_build(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> Entry:
+def _lower_and_build(part: Partition, cfg: ServingConfig) -> Entry:
     import tvm
 
     from . import frontend
     from .build import apply_records, build
     from .choose import choose_lowering
 
-    arity = len([n for n in sub.graph.nodes if n.op == "placeholder"])
-    source = frontend.to_relax(frontend.export(_Bound(sub, bound, arity), tuple(examples)))
+    source = part.source()
     lowering = choose_lowering(source, frontend.optimize(source, cfg.target), "nchw", cfg.target, cfg.log, cfg.best, cfg.winograd)
     scheduled, coverage = apply_records(lowering.mod, cfg.target, cfg.log, cfg.best)
-    said = {"lowering": str(lowering), "flop": float(sum(t.total_flop for t in coverage.tasks))}
+    said = {"lowering": str(lowering), "flop": float(sum(t.total_flop for t in coverage.tasks)), "transferred": coverage.transferred}
     if coverage.missing and cfg.fallback == "untuned":
         return Entry("pytorch", len(coverage.tasks), coverage.applied, **said)
     try:
@@ -264,6 +236,8 @@ class GraphDispatcher:
         self.graphs: dict[tuple[Any, ...], CompiledGraph] = {}
         self._configs: dict[int, ServingConfig] = {}
         self._latest: dict[tuple[Any, ...], CompiledGraph] = {}  # per signature, the graph last served
+        self._lock = threading.Lock()  # guards the tables above, and hands out one build lock per key
+        self._building: dict[tuple[Any, ...], threading.Lock] = {}
         self.last: CompiledGraph | None = None
 
     def config(self, base: ServingConfig) -> ServingConfig:
@@ -296,11 +270,11 @@ class GraphDispatcher:
         """
         base = current()
         signature = tuple(_arg_key(a, i in self.static) for i, a in enumerate(args))
-        graph = self.graphs.get((base.token, *signature))
-        if graph is None and not in_block():  # after the block: the kernels this shape was compiled with
-            graph = self._latest.get(signature)
-        if graph is None:
-            graph = self.graphs[(base.token, *signature)] = self._build(args, self.config(base))
+        key = (base.token, *signature)
+        versions = self._weight_state(args)
+        graph = self._lookup(key)
+        if graph is None or graph.versions != versions:
+            graph = self._build_once(key, args, versions)
         self._latest[signature] = graph
         self.last = graph
         for seen in _watchers:
@@ -308,24 +282,51 @@ class GraphDispatcher:
                 seen.append(graph)
         return graph
 
+    def _lookup(self, key: tuple[Any, ...]) -> CompiledGraph | None:
+        """The graph built for ``key`` (config token, signature); outside any block, the one its signature was last served."""
+        graph = self.graphs.get(key)
+        if graph is None and not in_block():  # after the block: the kernels this shape was compiled with
+            graph = self._latest.get(key[1:])
+        return graph
+
+    def _build_once(self, key: tuple[Any, ...], args: tuple[Any, ...], versions: tuple[tuple[int, int], ...]) -> CompiledGraph:
+        """Build the graph for ``key``, or rebuild it when its weights changed, once however many threads ask."""
+        with self._lock:
+            lock = self._building.setdefault(key, threading.Lock())
+        with lock:  # a thread that waited here finds the graph the first one built
+            stale = self._lookup(key)
+            if stale is not None and stale.versions == versions:
+                return stale
+            cfg = stale.config if stale is not None and stale.config is not None else self.config(current())
+            if stale is not None:
+                warnings.warn(
+                    "tunebench: weights bound into a compiled graph changed since it was built (load_state_dict or an in-place "
+                    "update); rebuilding it with the new weights",
+                    WeightsChangedWarning,
+                    stacklevel=4,
+                )
+            with _build_lock():
+                graph = self._build(args, cfg, versions)
+            with self._lock:
+                for k in [k for k, g in self.graphs.items() if stale is not None and g is stale] + [key]:
+                    self.graphs[k] = graph
+                for k in [k for k, g in self._latest.items() if stale is not None and g is stale]:
+                    self._latest[k] = graph
+            return graph
+
+    def _weight_state(self, args: tuple[Any, ...]) -> tuple[tuple[int, int], ...]:
+        """Address and version counter of every weight a build binds: the static inputs dynamo lifts,
+        and the module's own parameters and buffers (``compile`` exports the user's module itself)."""
+        held = [args[i] for i in sorted(self.static)] + list(self.gm.parameters()) + list(self.gm.buffers())
+        return tuple((t.data_ptr(), _version(t)) for t in held if isinstance(t, torch.Tensor))
+
     def __call__(self, *args: Any) -> Any:
         return self.prepare(*args).module(*args)
 
-    def _build(self, args: tuple[Any, ...], cfg: ServingConfig) -> CompiledGraph:
-        from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
-
-        from .frontend import export
-
-        # torch.export + core ATen decompositions, as ``tunebench tune`` lowers: equal ops give
-        # equal TIR workloads, so the records tuned on the whole model match these subgraphs.
-        aten = export(_Positional(self.gm), args).run_decompositions().module()
-        placeholders = [n.name for n in aten.graph.nodes if n.op == "placeholder"]
-        static = {placeholders[i]: args[i] for i in self.static}
-        fused = CapabilityBasedPartitioner(aten, _operator_support(), allows_single_node_partition=True).partition_and_fuse(prefix="tvm_")
-        subgraphs = []
-        for node in list(fused.graph.nodes):
-            if node.op == "call_module" and node.target.startswith("tvm_"):
-                subgraphs.append(self._compile_partition(fused, node, static, cfg))
+    def _build(self, args: tuple[Any, ...], cfg: ServingConfig, versions: tuple[tuple[int, int], ...]) -> CompiledGraph:
+        split = partition(self.gm, args, self.static)
+        fused = split.module
+        subgraphs = [self._compile_partition(fused, part, cfg) for part in split.partitions]
         fused.recompile()
         untuned = [s for s in subgraphs if s.runner == "pytorch" and not s.reason]
         if untuned:
@@ -336,30 +337,26 @@ class GraphDispatcher:
                 UntunedFallbackWarning,
                 stacklevel=3,
             )
-        return CompiledGraph(fused, subgraphs, tuple(args[i] for i in sorted(self.static)))
+        return CompiledGraph(fused, subgraphs, tuple(args[i] for i in sorted(self.static)), versions, cfg)
 
-    def _compile_partition(self, fused: torch.fx.GraphModule, node: torch.fx.Node, static: dict[str, Any], cfg: ServingConfig) -> SubgraphInfo:
-        sub = fused.get_submodule(node.target)
-        bound: dict[int, torch.Tensor] = {}
-        dynamic: list[int] = []
-        for j, a in enumerate(node.args):
-            if a.op == "get_attr":
-                bound[j] = functools.reduce(getattr, a.target.split("."), fused)
-            elif a.op == "placeholder" and a.name in static:
-                bound[j] = static[a.name]
-            else:
-                dynamic.append(j)
-        examples = [torch.zeros(node.args[j].meta["val"].shape, dtype=node.args[j].meta["val"].dtype) for j in dynamic]
-        key = _cache_key(sub, bound, examples, cfg)
+    def _compile_partition(self, fused: torch.fx.GraphModule, part: Partition, cfg: ServingConfig) -> SubgraphInfo:
+        key = _cache_key(part.module, part.bound, part.examples, cfg)
         try:
-            entry = CACHE.get(key, cfg.cache_dir, lambda: _lower_and_build(sub, bound, examples, cfg))
+            entry = CACHE.get(key, cfg.cache_dir, lambda: _lower_and_build(part, cfg))
         except TunebenchError as e:
-            warnings.warn(f"tunebench: subgraph {node.target} runs in PyTorch: {e}", LoweringFallbackWarning, stacklevel=4)
-            return SubgraphInfo(node.target, "pytorch", 0, reason=str(e))
+            warnings.warn(f"tunebench: subgraph {part.name} runs in PyTorch: {e}", LoweringFallbackWarning, stacklevel=4)
+            return SubgraphInfo(part.name, "pytorch", 0, reason=str(e))
         if entry.runner == "tvm":
-            output = next(n for n in sub.graph.nodes if n.op == "output").args[0]
-            setattr(fused, node.target, TvmSubgraph(entry.module, dynamic, isinstance(output, (tuple, list)), cfg.num_threads))
-        return SubgraphInfo(node.target, entry.runner, entry.tasks, entry.applied, lowering=entry.lowering, flop=entry.flop)
+            setattr(fused, part.name, TvmSubgraph(entry.module, part.dynamic, part.tuple_out, cfg.num_threads))
+        return SubgraphInfo(part.name, entry.runner, entry.tasks, entry.applied, lowering=entry.lowering, flop=entry.flop, transferred=entry.transferred)
+
+
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place write counter (-1 for an inference-mode tensor, which keeps none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
 
 
 def _arg_key(arg: Any, static: bool) -> Any:
@@ -371,14 +368,14 @@ def _arg_key(arg: Any, static: bool) -> Any:
 
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Reject unknown options (a typo must not silently compile with defaults); read logs once."""
-    from .records import read_log
+    from .digest import read_for_serving
 
     opts = dict(options or {})
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
         raise TunebenchError(f"unknown tunebench option(s) {', '.join(map(repr, unknown))}; known options: {', '.join(OPTIONS)}")
     if "logs" in opts:
-        opts["logs"] = read_log(opts["logs"])
+        opts["logs"] = read_for_serving(opts["logs"], opts.get("cache_dir"))
     return opts
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunebenchError
+from .spin import openmp_spin
+from .zoo import with_batch
 
 EAGER, INDUCTOR, UNTUNED, TUNED = "eager", "inductor", "tunebench-untuned", "tunebench-tuned"
 WHOLE = "tunebench-whole-model"
@@ -146,6 +148,7 @@ class BenchResult:
             # libgomp's wait policy moves eager by ~50% here (PASSIVE slows it, an explicit ACTIVE spins
             # against TVM's pool): the numbers mean nothing without it
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)"),
+            "openmp_spin": openmp_spin(),  # what actually bounds the spinning (``spin``): GOMP_SPINCOUNT overrides the policy
             "torch_isa": self.torch_isa,
             "flop": self.flop,
             "flop_source": self.flop_source,
@@ -193,26 +196,6 @@ def set_threads(threads: int) -> dict[str, int]:
 
     torch.set_num_threads(threads)
     return {"torch": torch.get_num_threads(), "tvm": set_tvm_threads(threads)}
-
-
-def with_batch(inputs: tuple[Any, ...], batch: int | None) -> tuple[Any, ...]:
-    """The example inputs with batch dimension ``batch``: fresh seeded data, not copies of one row,
-    so a kernel that mixes up rows shows in the output check."""
-    import torch
-
-    if batch is None or all(x.shape[0] == batch for x in inputs):
-        return inputs
-    if batch < 1:
-        raise TunebenchError(f"--batch must be at least 1, got {batch}")
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for x in inputs:
-        shape = (batch, *x.shape[1:])
-        if x.dtype.is_floating_point:
-            out.append(torch.randn(shape, generator=gen, dtype=x.dtype))
-        else:
-            out.append(torch.randint(0, int(x.max()) + 1, shape, generator=gen, dtype=x.dtype))
-    return tuple(out)
 
 
 def count_flops(module: Any, inputs: tuple[Any, ...]) -> float:
@@ -518,7 +501,8 @@ def _whole_model_column(module: Any, inputs: tuple[Any, ...], serving: _Serving,
         col.skip(f"cannot lower or build: {_first_line(e)}")
         return col, None
     cov = compiled.coverage
-    col.served = Served(1, 0, len(cov.tasks), len(cov.applied), len(cov.applied), [str(compiled.lowering)], sum(t.total_flop for t in cov.tasks))
+    flop = sum(t.total_flop for t in cov.tasks)
+    col.served = Served(1, 0, len(cov.tasks), len(cov.applied), len(cov.applied), [str(compiled.lowering)], flop, len(cov.transferred))
     col.coverage = str(col.served)
     if cov.applied:
         col.fn = lambda: compiled(*inputs)

@@ -2,41 +2,58 @@
 
 Records are applied with ``MetaScheduleApplyDatabase`` to the module ``frontend.lower`` produced,
 then built with ``tvm.compile``; the module is never re-fused, so workload hashes still match
-(``relax_integration.compile_relax`` fuses again, and then no record applies).
+(``relax_integration.compile_relax`` fuses again, and then no record applies). A task without a
+record of its own (a batch size never tuned) gets its stand-in's schedule refitted to its extents
+(``choose.stand_ins``, ``traces.refitted``); coverage says how many, and that they are untimed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .choose import Coverage, best_records, choose_lowering
+from .choose import Coverage, best_records, choose_lowering, stand_ins
 from .records import HistoryLog, Record
 from .runtime import CompiledModel
 from .target import TargetSpec
 from .tasks import Task, extract_tasks
-from .traces import schedule_for
+from .traces import refitted, schedule_for
 
 
-def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], target: TargetSpec) -> tuple[Any, list[str]]:
+def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], target: TargetSpec) -> tuple[Any, list[str], list[str]]:
     """A MetaSchedule database holding, per task, its best record's schedule replayed on the task's
-    own TIR (``traces.schedule_for``); and the keys of the tasks that got one. A record whose trace
-    applies to neither the task nor through its anchor block is left out: the task counts as untuned."""
+    own TIR (``traces.schedule_for``), or for a task without one its stand-in's refitted to its
+    extents (``choose.stand_ins``, ``traces.refitted``); and the keys of the tasks that got one, and
+    of those that got a stand-in's. A schedule that does not apply is left out: the task counts as untuned."""
     from tvm.s_tir import meta_schedule as ms
 
     db = ms.database.MemoryDatabase()
-    applied = []
+    applied, transferred = [], []
+    subs = stand_ins([t for t in tasks if t.workload_key not in best], log, best)
     for t in tasks:
-        record, source = best.get(t.workload_key), log.workloads.get(t.workload_key)
-        if record is None or source is None:
-            continue
-        sch = schedule_for(record.trace, t.mod, source, target.tvm())
+        key, sch = _schedule(t, log, best, subs.get(t.workload_key, []), target)
         if sch is None:
             continue
+        record = best[key]
         workload = db.commit_workload(t.mod)
         args = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
         db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, record.ms_run_secs, target.tvm(), args))
         applied.append(t.workload_key)
-    return db, applied
+        if key != t.workload_key:
+            transferred.append(t.workload_key)
+    return db, applied, transferred
+
+
+def _schedule(task: Task, log: HistoryLog, best: dict[str, Record], subs: list[str], target: TargetSpec) -> tuple[str, Any]:
+    """The key of the record that schedules ``task`` and its schedule: its own best, else the
+    first stand-in whose refitted schedule applies; (key, None) when none does."""
+    if task.workload_key in best:
+        own = log.workloads.get(task.workload_key)
+        return task.workload_key, schedule_for(best[task.workload_key].trace, task.mod, own, target.tvm()) if own is not None else None
+    for key in subs:
+        sch = refitted(best[key].trace, task.mod, log.workloads[key])
+        if sch is not None:
+            return key, sch
+    return "", None
 
 
 def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record] | None = None) -> tuple[Any, Coverage]:
@@ -51,7 +68,7 @@ def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, be
     if log is None or not log.records:
         return relax_mod, coverage
     best = best_records(log, target) if best is None else best
-    db, coverage.applied = _database(tasks, log, best, target)
+    db, coverage.applied, coverage.transferred = _database(tasks, log, best, target)
     if not coverage.applied:
         return relax_mod, coverage
     with target.tvm(), db:

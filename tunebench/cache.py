@@ -1,24 +1,45 @@
 """The compile cache: one build per (subgraph, input shapes and dtypes, weights, target, records).
 
 Two levels. In memory, a key maps to a ready entry. On disk (``~/.cache/tunebench``, or
-``$TUNEBENCH_CACHE_DIR``, or a ``cache_dir`` option) a key maps to ``<key>.so``, the exported
-Relax VM library, and ``<key>.json``, what was decided and applied; a new process loads the
-library instead of lowering and compiling again. Both files are written to a temp name and
-renamed, JSON last, so a reader sees a whole entry or none. An entry that fails to load (torn,
-corrupt, from another TVM) is rebuilt with a warning, never fatal.
+``$TUNEBENCH_CACHE_DIR``, or a ``cache_dir`` option) a key has up to three files: ``<key>.so``,
+the exported Relax VM library with its weights (tens of MB; none when the entry runs in PyTorch),
+``<key>.json``, what was decided and applied, and ``<key>.lock``, an empty file to ``flock``. A new
+process loads the library instead of lowering and compiling again. Both data files are written to a
+temp name unique to the process and thread (``.<key>.<pid>.<thread>.tmp.so``) and renamed, JSON
+last, so a reader sees a whole entry or none. An entry that fails to load (torn, corrupt, evicted,
+from another TVM) is rebuilt with a warning, never fatal.
+
+One build per key: threads wait on a per-key lock and then take the entry from memory; processes
+wait on the key's ``flock``, held while checking the disk and building, and then load what the first
+one stored. Where the lock file cannot be created (read-only directory) the cache works unlocked.
+
+Bounded: a disk hit touches the entry's files; after each store, entries (``.json`` + ``.so``) are
+deleted least recently used first until they total at most ``TUNEBENCH_CACHE_MAX_MB`` (MiB, default
+2048), never the one just stored nor one another thread or process holds the lock of. Eviction
+deletes the ``.json`` first, then the ``.so``, temp files and the lock file (while holding it: a
+waiter that then finds the file gone locks the new one). Temp files over an hour old, a crashed
+writer's, go too; lock files of keys never stored (failed builds) stay until ``clear``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
+import threading
+import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 2  # 2: entries say how the subgraph was lowered and its task FLOP (what bench and apply report)
+CACHE_VERSION = 3  # 2: entries say how the subgraph was lowered and its task FLOP; 3: which tasks got a stand-in's schedule
+MB = 2**20  # the MB of TUNEBENCH_CACHE_MAX_MB and of `tunebench cache show`
+DEFAULT_MAX_MB = 2048
+STALE_TEMP_S = 3600.0  # a temp file this old is no writer's any more (an export takes seconds)
 
 
 class CacheWarning(UserWarning):
@@ -50,6 +71,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TUNEBENCH_CACHE_DIR") or Path.home() / ".cache" / "tunebench")
 
 
+def max_cache_bytes() -> int:
+    """The disk limit, ``$TUNEBENCH_CACHE_MAX_MB`` or 2 GiB; read at each store, so a server's
+    environment applies without a restart. A bad value warns (serving never fails on the cache)."""
+    raw = os.environ.get("TUNEBENCH_CACHE_MAX_MB")
+    if not raw:
+        return DEFAULT_MAX_MB * MB
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = math.nan
+    if not (math.isfinite(mb) and mb >= 0):
+        warnings.warn(f"TUNEBENCH_CACHE_MAX_MB={raw!r} is not a size in MB; the cache keeps {DEFAULT_MAX_MB} MB", CacheWarning, stacklevel=2)
+        return DEFAULT_MAX_MB * MB
+    return int(mb * MB)
+
+
 @dataclass
 class Entry:
     """A compiled subgraph: ``runner`` is ``"tvm"`` (with ``module``, a VM-loadable module) or
@@ -63,6 +100,7 @@ class Entry:
     module: Any = None
     lowering: str = ""
     flop: float = 0.0
+    transferred: list[str] = field(default_factory=list)  # of ``applied``: schedules refitted from another shape
 
     def meta(self, key: str) -> dict[str, Any]:
         import tvm
@@ -76,29 +114,58 @@ class Entry:
             "applied": self.applied,
             "lowering": self.lowering,
             "flop": self.flop,
+            "transferred": self.transferred,
         }
 
 
 class CompileCache:
-    """Memory over disk over ``build``; see the module docstring for the disk layout."""
+    """Memory over disk over ``build``, one build per key; see the module docstring for the disk layout.
+    ``max_bytes`` overrides ``max_cache_bytes()`` for this instance (tests, embedding servers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self.memory: dict[str, Entry] = {}
+        self.max_bytes = max_bytes
+        self._mutex = threading.Lock()  # guards memory, _key_locks and the STATS hit/compile counters
+        self._key_locks: dict[str, threading.Lock] = {}
 
     def get(self, key: str, directory: Path | None, build: Callable[[], Entry]) -> Entry:
-        if key in self.memory:
-            STATS.memory_hits += 1
-            return self.memory[key]
-        folder = directory or default_cache_dir()
-        entry = self._load(key, folder)
+        """``key``'s entry from memory, else disk, else ``build()`` (then stored); a caller that finds
+        another thread or process building the key waits for that build instead of repeating it."""
+        entry, key_lock = self._lookup(key)
         if entry is not None:
-            STATS.disk_hits += 1
-        else:
-            STATS.compiles += 1
-            entry = build()
-            self._store(key, folder, entry)
-        self.memory[key] = entry
+            return entry
+        folder = directory or default_cache_dir()
+        with key_lock:
+            entry, _ = self._lookup(key)  # built by the thread this one waited for
+            if entry is not None:
+                return entry
+            entry, stored = self._load_or_build(key, folder, build)
+            with self._mutex:
+                self.memory[key] = entry
+        if stored:
+            self._evict(folder, keep=key)
         return entry
+
+    def _lookup(self, key: str) -> tuple[Entry | None, threading.Lock]:
+        with self._mutex:
+            entry = self.memory.get(key)
+            if entry is not None:
+                STATS.memory_hits += 1
+            return entry, self._key_locks.setdefault(key, threading.Lock())
+
+    def _load_or_build(self, key: str, folder: Path, build: Callable[[], Entry]) -> tuple[Entry, bool]:
+        """Under the key's file lock, so a process that waited loads what the builder stored; the
+        second value says whether a new entry reached the disk."""
+        with _file_lock(folder / f"{key}.lock"):
+            entry = self._load(key, folder)
+            if entry is not None:
+                with self._mutex:
+                    STATS.disk_hits += 1
+                return entry, False
+            with self._mutex:
+                STATS.compiles += 1
+            entry = build()
+            return entry, self._store(key, folder, entry)
 
     def _load(self, key: str, folder: Path) -> Entry | None:
         import tvm
@@ -111,27 +178,210 @@ class CompileCache:
             if meta.get("v") != CACHE_VERSION or meta.get("key") != key or meta.get("tvm") != tvm.__version__:
                 raise ValueError("written by another tunebench or TVM version")
             entry = Entry(meta["runner"], int(meta["tasks"]), list(meta["applied"]), lowering=str(meta["lowering"]), flop=float(meta["flop"]))
+            entry.transferred = list(meta["transferred"])
             if entry.runner == "tvm":
                 entry.module = tvm.runtime.load_module(str(folder / f"{key}.so"))
             elif entry.runner != "pytorch":
                 raise ValueError(f"unknown runner {entry.runner!r}")
-            return entry
-        except Exception as e:  # json, OS, and TVM loader errors alike mean: rebuild
-            warnings.warn(f"tunebench cache entry {meta_path} is unusable ({type(e).__name__}: {e}); rebuilding it", CacheWarning, stacklevel=4)
+        except Exception as e:  # json, OS, and TVM loader errors (a .so evicted or missing) alike mean: rebuild
+            warnings.warn(f"tunebench cache entry {meta_path} is unusable ({type(e).__name__}: {e}); rebuilding it", CacheWarning, stacklevel=5)
             return None
+        for path in (meta_path, folder / f"{key}.so"):  # used now: the last to be evicted
+            with suppress(OSError):
+                os.utime(path)
+        return entry
 
-    def _store(self, key: str, folder: Path, entry: Entry) -> None:
+    def _store(self, key: str, folder: Path, entry: Entry) -> bool:
+        """Library, then JSON, each to a temp name renamed into place; False if the disk refused."""
+        tag = f"{os.getpid()}.{threading.get_ident()}"
+        tmp_so, tmp_meta = folder / f".{key}.{tag}.tmp.so", folder / f".{key}.{tag}.tmp.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if entry.runner == "tvm":
-                tmp_so = folder / f".{key}.{os.getpid()}.tmp.so"
                 entry.module.export_library(str(tmp_so))
                 os.replace(tmp_so, folder / f"{key}.so")
-            tmp_meta = folder / f".{key}.{os.getpid()}.tmp.json"
             tmp_meta.write_text(json.dumps(entry.meta(key)))
             os.replace(tmp_meta, folder / f"{key}.json")
+            return True
         except Exception as e:  # disk full, read-only dir, linker failure: serving goes on from memory
-            warnings.warn(f"cannot write the tunebench cache in {folder} ({e}); the build is kept in memory only", CacheWarning, stacklevel=4)
+            for tmp in (tmp_so, tmp_meta):
+                with suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            warnings.warn(f"cannot write the tunebench cache in {folder} ({e}); the build is kept in memory only", CacheWarning, stacklevel=5)
+            return False
+
+    def _evict(self, folder: Path, keep: str) -> None:
+        """Delete stale temps, then least recently used entries other than ``keep`` until the rest fit."""
+        limit = max_cache_bytes() if self.max_bytes is None else self.max_bytes
+        try:
+            _remove_temps(folder, "*", STALE_TEMP_S)
+            entries = _scan(folder)
+            total = sum(e.size for e in entries)
+            for e in sorted(entries, key=lambda e: e.last_used):
+                if total <= limit:
+                    break
+                if e.key != keep and _remove(folder, e.key) is not None:
+                    total -= e.size
+        except OSError as e:
+            warnings.warn(f"cannot evict from the tunebench cache in {folder} ({e}); it may stay over its limit", CacheWarning, stacklevel=4)
 
 
 CACHE = CompileCache()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold ``path`` locked; where it cannot be created (read-only or unwritable dir), go on unlocked."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _lock(path, blocking=True)
+    except OSError:
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _lock(path: Path, blocking: bool) -> int | None:
+    """A descriptor holding an exclusive ``flock`` on ``path`` (created if missing), or None if not
+    ``blocking`` and another holds it. A file unlinked while we waited (its entry evicted) is not the
+    lock any more: lock the one now at ``path``."""
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class DiskEntry:
+    """One key's files on disk, as ``tunebench cache show`` lists them."""
+
+    key: str
+    size: int  # bytes: .json + .so
+    last_used: float  # Unix time of its store or latest disk hit
+    runner: str = "?"  # "tvm", "pytorch", or "?": no readable .json (torn write, or being stored)
+    lowering: str = ""
+    applied: int = 0  # records applied
+
+
+@dataclass(frozen=True)
+class DiskListing:
+    """A cache directory's entries, most recently used first, and the limit eviction keeps them to."""
+
+    directory: Path
+    entries: list[DiskEntry]
+    limit: int  # bytes
+
+    @property
+    def total(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """What ``clear`` deleted: entries and bytes (entries, temp files); ``busy`` entries it kept because
+    another process held their lock (loading or building them)."""
+
+    entries: int
+    bytes: int
+    busy: int
+
+
+def list_entries(directory: Path | None = None) -> DiskListing:
+    """The entries in ``directory`` (default: ``default_cache_dir()``) with what their JSON says."""
+    folder = directory or default_cache_dir()
+    entries = [_described(folder, e) for e in _scan(folder)] if folder.is_dir() else []
+    return DiskListing(folder, sorted(entries, key=lambda e: e.last_used, reverse=True), max_cache_bytes())
+
+
+def clear(directory: Path | None = None) -> Cleared:
+    """Delete every entry, temp and lock file in ``directory`` (default: ``default_cache_dir()``) but
+    those of keys another process holds the lock of, and the log digests; other files are left alone."""
+    folder = directory or default_cache_dir()
+    if not folder.is_dir():
+        return Cleared(0, 0, 0)
+    stored = {e.key for e in _scan(folder)}
+    names = [n for n in os.listdir(folder) if n.endswith((".json", ".so", ".lock")) or ".tmp." in n]
+    entries = freed = busy = 0
+    for key in sorted({n.lstrip(".").split(".")[0] for n in names}):
+        got = _remove(folder, key)
+        if got is None:
+            busy += key in stored
+        else:
+            entries, freed = entries + (key in stored), freed + got
+    for digest in (folder / "digests").glob("*.jsonl.gz"):  # ``digest``'s reduced logs: re-made on the next read
+        with suppress(FileNotFoundError):
+            size = digest.stat().st_size
+            digest.unlink()
+            freed += size
+    return Cleared(entries, freed, busy)
+
+
+def _scan(folder: Path) -> list[DiskEntry]:
+    """Each key with a ``.json`` or ``.so``: their total size and latest mtime (a hit touches both)."""
+    found: dict[str, DiskEntry] = {}
+    for item in os.scandir(folder):
+        key, _, ext = item.name.rpartition(".")
+        if item.name.startswith(".") or ext not in ("json", "so"):
+            continue
+        try:
+            st = item.stat()
+        except FileNotFoundError:  # evicted by another process meanwhile
+            continue
+        old = found.get(key, DiskEntry(key, 0, 0.0))
+        found[key] = replace(old, size=old.size + st.st_size, last_used=max(old.last_used, st.st_mtime))
+    return list(found.values())
+
+
+def _described(folder: Path, entry: DiskEntry) -> DiskEntry:
+    try:
+        meta = json.loads((folder / f"{entry.key}.json").read_text())
+        return replace(entry, runner=str(meta["runner"]), lowering=str(meta.get("lowering", "")), applied=len(meta.get("applied", [])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return entry
+
+
+def _remove(folder: Path, key: str) -> int | None:
+    """Delete ``key``'s ``.json`` (first: a reader then finds no entry, or one it rebuilds), ``.so``,
+    temp files and, still holding it, lock file; the bytes freed. None, deleting nothing, if another
+    thread or process holds the lock: it is loading or building the entry."""
+    lock = folder / f"{key}.lock"
+    fd = _lock(lock, blocking=False)
+    if fd is None:
+        return None
+    try:
+        freed = _remove_temps(folder, key, 0.0)  # the lock is ours: no writer is using them
+        for path in (folder / f"{key}.json", folder / f"{key}.so", lock):
+            with suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+        return freed
+    finally:
+        os.close(fd)
+
+
+def _remove_temps(folder: Path, key: str, older_than: float) -> int:
+    """Delete ``key``'s temp files (``"*"``: any key's) last written over ``older_than`` seconds ago."""
+    freed, now = 0, time.time()
+    for tmp in folder.glob(f".{key}.*.tmp.*"):
+        with suppress(FileNotFoundError):
+            st = tmp.stat()
+            if now - st.st_mtime >= older_than:
+                tmp.unlink()
+                freed += st.st_size
+    return freed

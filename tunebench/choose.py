@@ -72,10 +72,12 @@ def best_records(log: HistoryLog, target: TargetSpec, warn: bool = True) -> dict
 
 @dataclass
 class Coverage:
-    """Which tasks of a module had a tuning record applied."""
+    """Which tasks of a module had a tuning record applied; ``transferred`` (a subset of ``applied``)
+    got a relative's schedule refitted to their extents (``stand_ins``), untimed here."""
 
     tasks: list[Task]
     applied: list[str] = field(default_factory=list)  # workload keys
+    transferred: list[str] = field(default_factory=list)
 
     @property
     def missing(self) -> list[Task]:
@@ -86,7 +88,8 @@ class Coverage:
         return bool(self.tasks) and not self.missing
 
     def __str__(self) -> str:
-        return f"{len(self.applied)}/{len(self.tasks)} tasks tuned"
+        moved = f" ({len(self.transferred)} transferred from other shapes, untimed)" if self.transferred else ""
+        return f"{len(self.applied)}/{len(self.tasks)} tasks tuned{moved}"
 
 
 @dataclass
@@ -130,12 +133,47 @@ def choose_lowering(
         if shapes:
             options.append(Lowering(mod, "nchw", shapes))
     for option in options:
-        tasks = extract_tasks(option.mod, target)
-        if all(t.workload_key in best for t in tasks):
-            worst = max(PROTOCOLS.index(best[t.workload_key].protocol) for t in tasks)
-            option.estimate = (worst, model_latency(tasks, lambda t: best[t.workload_key].latency))
+        option.estimate = _estimate(extract_tasks(option.mod, target), log, best)
     chosen = min(options, key=lambda o: o.estimate)
     return chosen if chosen.estimate[0] < len(PROTOCOLS) else options[0]
+
+
+def _estimate(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> tuple[int, int, float]:
+    """(worst timing protocol, 1 if any task is served by a stand-in, estimated seconds) of a lowering; a task
+    with neither a record nor a stand-in makes it (len(PROTOCOLS), ...): it never wins. A stand-in's
+    time is its relative's, scaled by FLOP: a guess, so any lowering timed throughout beats it."""
+    subs = stand_ins([t for t in tasks if t.workload_key not in best], log, best)
+    timed = {t.workload_key: best[t.workload_key] for t in tasks if t.workload_key in best} | {k: best[v[0]] for k, v in subs.items()}
+    if len(timed) < len({t.workload_key for t in tasks}):
+        return (len(PROTOCOLS), 0, float("inf"))
+    flop = {k: w.flop for k, w in log.workloads.items()}
+
+    def seconds(t: Task) -> float:
+        r = timed[t.workload_key]
+        return r.latency * (t.flop / flop[r.key] if r.key != t.workload_key and flop.get(r.key) else 1.0)
+
+    return (max(PROTOCOLS.index(r.protocol) for r in timed.values()), int(bool(subs)), model_latency(tasks, seconds))
+
+
+def stand_ins(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> dict[str, list[str]]:
+    """For tasks without a record: the keys of the workloads with a best record that compute the
+    same op sequence at other extents (``traces.op_signature``: another batch size or conv shape),
+    most alike first (``traces.relatedness``); ``traces.refitted`` carries their schedules over, and a
+    caller tries them in order until one applies."""
+    from .traces import op_signature, relatedness
+
+    kin: dict[str, list[str]] = {}
+    for key in best:
+        w = log.workloads.get(key)
+        if w is not None:
+            kin.setdefault(op_signature(w.task), []).append(key)
+    out = {}
+    for t in tasks:
+        keys = sorted(kin.get(op_signature(t.name), []), key=lambda k: (relatedness(t.name, t.flop, log.workloads[k].task, log.workloads[k].flop), k))
+        if keys:
+            out[t.workload_key] = keys
+    return out
+
 
 
 def winograd_shapes(source: Any, direct: Any, target: TargetSpec, log: HistoryLog, best: dict[str, Record]) -> tuple[list[Any], Any]:

@@ -53,13 +53,31 @@ def models() -> None:
     console.print(table)
 
 
+BatchOpt = Annotated[
+    Optional[str], typer.Option(help="batch sizes to lower the model at, comma-separated (1,8): one log tuned for each, by its share")
+]
+
+
+def _batches(text: str | None) -> list[int] | None:
+    """``--batch 1,8`` as a list of batch sizes."""
+    if text is None:
+        return None
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise TunebenchError(f"--batch takes comma-separated batch sizes such as 1,8, got {text!r}") from None
+
+
 @app.command()
-def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, winograd: WinogradOpt = False, layout: LayoutOpt = "blocked") -> None:
-    """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks."""
+def tasks(
+    model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, winograd: WinogradOpt = False, layout: LayoutOpt = "blocked", batch: BatchOpt = None
+) -> None:
+    """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks, and the ops that stay in PyTorch."""
     from .api import lower_model
 
-    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout)
-    table = Table(title=f"{model}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
+    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout, batch=_batches(batch))
+    at = f", batch {batch}" if batch else ""
+    table = Table(title=f"{model}{at}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
     for col in ("#", "task", "anchor op", "conv (impl)", "MFLOP", "x", "MFLOP total"):
         table.add_column(col, justify="left" if col in ("task", "anchor op", "conv (impl)") else "right")
     for i, t in enumerate(lowered.tasks):
@@ -69,6 +87,11 @@ def tasks(model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, wi
     table.add_section()
     table.add_row("", "total (direct convs)", "", "", "", str(sum(t.weight for t in served)), f"{sum(t.total_flop for t in served) / 1e6:.1f}")
     console.print(table)
+    if lowered.pytorch_ops:
+        partitions = len({part.name for part in lowered.lowerings})
+        console.print(f"{partitions} TVM partitions; these ops stay in PyTorch (torch.compile serves them there):")
+        for op in lowered.pytorch_ops:
+            console.print(f"  {op}", soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
@@ -86,6 +109,7 @@ def tune(
     rpc_key: Annotated[Optional[str], typer.Option(help="device key the RPC servers registered under")] = None,
     winograd: WinogradOpt = False,
     layout: LayoutOpt = "blocked",
+    batch: BatchOpt = None,
     protocol: Annotated[
         str, typer.Option(help="timing: cold (caches flushed of all but the input before each call, as inside a model) or warm (repeated calls)")
     ] = "cold",
@@ -116,6 +140,7 @@ def tune(
         tuner=tuner,
         winograd=winograd,
         layout=layout,
+        batch=_batches(batch),
         measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key),
         transfer_from=transfer_from,
         reporter=reporter,
@@ -230,6 +255,44 @@ def logs_prune(
     from .logs import print_merge, prune_log
 
     print_merge(prune_log(log, top), log, console)
+
+
+cache_app = typer.Typer(help='Show and clear the compile cache of torch.compile(backend="tunebench").', no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDirOpt = Annotated[Optional[Path], typer.Option("--dir", help="cache directory (default: $TUNEBENCH_CACHE_DIR, else ~/.cache/tunebench)")]
+
+
+@cache_app.command("show")
+def cache_show(directory: CacheDirOpt = None) -> None:
+    """Entries, most recently used first: runner, size, last use, lowering; their total against the limit."""
+    import time
+
+    from .cache import MB, list_entries
+
+    listing = list_entries(directory)
+    table = Table(title=f"tunebench compile cache: {len(listing.entries)} entries")
+    for col in ("key", "runner", "MB", "last used", "lowering", "records"):
+        table.add_column(col, justify="right" if col in ("MB", "records") else "left")
+    for e in listing.entries:
+        used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.last_used))
+        table.add_row(e.key[:12], e.runner, f"{e.size / MB:.1f}", used, e.lowering, str(e.applied))
+    console.print(table)
+    total = f"total {listing.total / MB:.1f} MB of {listing.limit / MB:.0f} MB (TUNEBENCH_CACHE_MAX_MB)"
+    console.print(f"{total} in {listing.directory}", soft_wrap=True, markup=False)
+
+
+@cache_app.command("clear")
+def cache_clear(directory: CacheDirOpt = None) -> None:
+    """Delete every entry, temp and lock file; entries another process is loading or building stay."""
+    from .cache import MB, clear, default_cache_dir
+
+    folder = directory or default_cache_dir()
+    try:
+        freed = clear(folder)
+    except OSError as e:
+        raise TunebenchError(f"cannot clear the cache in {folder}: {e}") from e
+    busy = f"; {freed.busy} in use by another process, kept" if freed.busy else ""
+    console.print(f"freed {freed.bytes / MB:.1f} MB ({freed.entries} entries) in {folder}{busy}", soft_wrap=True, markup=False)
 
 
 @app.command("apply")

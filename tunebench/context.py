@@ -58,13 +58,14 @@ def make_config(
     num_threads: int | None = None,
     winograd: bool = False,
 ) -> ServingConfig:
-    """Validate settings and read the logs (or take a ``HistoryLog``) once.
+    """Validate settings and read the logs (or take a ``HistoryLog``) once, as ``digest`` reduces them.
 
     Records for another CPU model, or an ISA this host lacks, are dropped here with a
     ``ForeignRecordWarning``: applying them could end in an illegal instruction.
     """
     from .choose import best_records, target_for_log
-    from .records import HistoryLog, read_log
+    from .digest import read_for_serving
+    from .records import HistoryLog
     from .target import resolve_target
 
     if fallback not in FALLBACKS:
@@ -73,10 +74,11 @@ def make_config(
         raise TunebenchError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise TunebenchError(f"num_threads must be a positive integer, got {num_threads!r}")
-    log = logs if isinstance(logs, HistoryLog) or logs is None else read_log(logs)
+    log = logs if isinstance(logs, HistoryLog) or logs is None else read_for_serving(logs, cache_dir)
     spec = resolve_target(target if target is not None else target_for_log(log))
     best = best_records(log, spec) if log is not None and log.records else {}
-    ids = sorted(r.identity() for r in best.values())
+    # stand-ins (``choose.stand_ins``) are chosen by the recorded workloads' task names: part of what a build depends on
+    ids = sorted(f"{r.identity()}|{log.workloads[k].task if k in log.workloads else ''}" for k, r in best.items()) if log is not None else []
     return ServingConfig(
         target=spec,
         log=log,

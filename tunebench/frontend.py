@@ -19,7 +19,8 @@ from .target import TargetSpec
 
 
 def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
-    """torch.export the model, turning capture failures into one-line errors naming the construct."""
+    """torch.export the model in eval mode, turning capture failures into one-line errors naming the
+    construct; the model's own train/eval flags are restored afterwards."""
     import logging
 
     import torch
@@ -27,6 +28,8 @@ def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
     torch_log = logging.getLogger("torch")
     level = torch_log.level
     torch_log.setLevel(logging.ERROR)  # export failures also log graph dumps; the error line says it
+    # captured in inference mode (batch norm with running statistics), the user's module left in its own mode
+    modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.no_grad():
             return torch.export.export(model.eval(), tuple(example_inputs))
@@ -34,6 +37,8 @@ def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TunebenchError(f"torch.export cannot capture the model: {type(e).__name__}: {first}") from e
     finally:
+        for m, training in modes:
+            m.training = training
         torch_log.setLevel(level)
 
 

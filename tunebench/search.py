@@ -15,7 +15,11 @@ runner) one batch at a time, so that
   (``records.Record.measured_class``), of ``--from`` logs, or timed under another protocol
   (``records.PROTOCOLS``) are never this machine's bests; each task without a record of its own
   first gets its ``CARRY_OVER`` best such schedules timed here (``traces.schedule_for`` replays
-  them), so the search starts from the old winners, and
+  them), so the search starts from the old winners; a task no log holds gets those of the
+  workloads computing its op sequence at other extents (another batch size or conv shape),
+  their tiles refitted to its loops (``traces.refitted``),
+* a task with nothing timed here yet gets a first batch of ``FIRST_BATCH`` (its candidates come
+  from an untrained model anyway), so a short run times every task sooner, and
 * the cost model is saved beside the log and warm-started from it (``costmodel``).
 """
 
@@ -42,11 +46,12 @@ from .settings import MeasureConfig
 from .target import TargetSpec, host_fingerprint, runnable
 from .target import identity as target_identity
 from .tasks import Task, model_latency
-from .traces import schedule_for
+from .traces import op_signature, refitted, relatedness, schedule_for
 
 TUNERS = ("xgb", "random")
 MAX_BATCH = 64
 MIN_BATCH = 8
+FIRST_BATCH = 16  # a task with no time here gets this many first, so a short run times every task sooner
 CARRY_OVER = 8
 
 
@@ -291,7 +296,7 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
                 left = min(state.budget - state.new_trials, _fit_before(state))
                 pool = [s for s in states if not s.done]
                 s = max(pool, key=_priority)
-                measured = batcher.run(s, int(min(left, per_task - s.trials)), state)
+                measured = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s))), state)
                 s.new_trials += measured
                 s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
                 if measured:
@@ -303,6 +308,15 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
         for s in states:
             if s.ctx is not None:
                 s.ctx.post_tuning()
+
+
+def _batch_cap(s: TaskState) -> float:
+    """``FIRST_BATCH`` for a task with nothing timed here yet (its carry-over aside), else no cap.
+
+    A first batch is picked by an untrained model anyway; 64 of them per task meant a 34-task
+    ResNet50 ran ~1900 trials (about 25 minutes) before the model's latency could be estimated.
+    """
+    return FIRST_BATCH if not s.carry and not math.isfinite(s.best) else math.inf
 
 
 def _fit_before(state: SearchState) -> float:
@@ -365,13 +379,17 @@ class _Batcher:
             protocol=measure.protocol,
         )
 
-    def _transferred(self, r: rec.Record, workload: Any) -> Any:
+    def _transferred(self, r: rec.Record, workload: Any, workload_key: str) -> Any:
         """A carried-over record as a candidate for this task (``traces.schedule_for``), or None
         when its schedule does not apply here."""
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo
         from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 
-        sch = schedule_for(r.trace, workload.mod, self.sources.get(r.key), self.target.tvm())
+        source = self.sources.get(r.key)
+        if r.key == workload_key:
+            sch = schedule_for(r.trace, workload.mod, source, self.target.tvm())
+        else:  # a relative's schedule (``_relatives``): its tiles refitted to this task's loops
+            sch = refitted(r.trace, workload.mod, source) if source is not None else None
         return None if sch is None else MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
 
     def prepare(self, s: TaskState, max_trials: int, batch: int, prior: list[rec.Record], rand_state: int, tuner: str) -> None:
@@ -407,7 +425,7 @@ class _Batcher:
         cands: list[Any] = []
         if s.carry:  # schedules from elsewhere first; those that do not apply here are dropped
             picked, s.carry = s.carry[:limit], s.carry[limit:]
-            cands = [c for c in (self._transferred(r, workload) for r in picked) if c is not None]
+            cands = [c for c in (self._transferred(r, workload, s.task.workload_key) for r in picked) if c is not None]
         carried = bool(cands)
         if not cands:
             cands = list(s.ctx.generate_measure_candidates() or [])[:limit]
@@ -515,17 +533,35 @@ def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
     traces measured elsewhere (other machines or thread counts, ``--from`` logs) or under another
     protocol, if it has no record of this machine under ``protocol`` yet (so an interrupted
     carry-over is not repeated on resume). This machine's older-protocol records come first, then
-    other machines' by their own ranking."""
+    other machines' by their own ranking. A task no log holds gets the schedules of its nearest
+    relatives instead (``_relatives``), refitted to its extents when timed."""
     local = [r for r in priors.local if r.key == task.workload_key and r.ok]
     if any(r.protocol == protocol for r in local):
         return []
     elsewhere = [r for r in priors.sources if r.key == task.workload_key and r.ok]
+    if not local and not elsewhere and priors.counts.get(task.workload_key, 0) == 0:
+        return _relatives(task, priors)
     out: dict[str, rec.Record] = {}
     for r in sorted(local, key=lambda r: r.rank) + sorted(elsewhere, key=lambda r: r.rank):
         out.setdefault(json.dumps(r.trace, sort_keys=True), r)
         if len(out) == CARRY_OVER:
             break
     return list(out.values())
+
+
+def _relatives(task: Task, priors: Priors) -> list[rec.Record]:
+    """The best records of the workloads computing ``task``'s op sequence at other extents
+    (``traces.op_signature``: another batch size, another conv shape), most alike first
+    (``traces.relatedness``), two per workload, ``CARRY_OVER`` in all."""
+    sig = op_signature(task.name)
+    kin: dict[str, list[rec.Record]] = {}
+    for r in priors.local + priors.sources:
+        w = priors.workloads.get(r.key)
+        if r.ok and w is not None and r.key != task.workload_key and op_signature(w.task) == sig:
+            kin.setdefault(r.key, []).append(r)
+    nearest = sorted(kin, key=lambda k: (relatedness(task.name, task.flop, priors.workloads[k].task, priors.workloads[k].flop), k))
+    picked = [r for k in nearest for r in sorted(kin[k], key=lambda r: r.rank)[:2]]
+    return picked[:CARRY_OVER]
 
 
 def rank_correlation(predicted: Any, results: list[Any]) -> float:

@@ -7,7 +7,7 @@ calls it, so a task's share of the model's latency is weight x latency.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .target import TargetSpec
@@ -87,3 +87,23 @@ def extract_tasks(relax_mod: Any, target: TargetSpec, convs: Iterable[Any] = ())
         conv, impl = task_signature(mod, convs) or (None, "")
         tasks.append(Task(t.task_name, anchor_op(mod), float(estimate_tir_flops(mod)), int(t.weight), workload_key(mod), mod, conv, impl))
     return sorted(tasks, key=lambda t: (-t.total_flop, t.name))
+
+
+def merge_tasks(groups: Iterable[Iterable[Task]]) -> list[Task]:
+    """The union of several lowerings' tasks (a model's partitions, or its input shapes): one task
+    per workload key, its weight the sum of the calls each lowering makes, so a search that ranks by
+    weight x latency gives each its share. Heaviest first, like ``extract_tasks``.
+
+    Distinct workloads that each lowering named alike (its first conv is ``fused_conv2d...`` in
+    every partition) get a numeric suffix, so reports and logs tell them apart.
+    """
+    merged: dict[str, Task] = {}
+    names: set[str] = set()
+    for t in (t for group in groups for t in group):
+        if t.workload_key in merged:
+            merged[t.workload_key].weight += t.weight
+            continue
+        name = next(n for n in (t.name, *(f"{t.name}_{i}" for i in range(1, len(names) + 2))) if n not in names)
+        merged[t.workload_key] = replace(t, name=name)
+        names.add(name)
+    return sorted(merged.values(), key=lambda t: (-t.total_flop, t.name))

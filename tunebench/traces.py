@@ -1,4 +1,4 @@
-"""Replaying a tuned schedule on a workload: as recorded, or through its anchor block.
+"""Replaying a tuned schedule on a workload: as recorded, through its anchor block, or with its tiles refitted.
 
 Workloads are matched by structural hash, which ignores block names, so one key can stand for
 the same conv fused into another model's epilogue (ResNet34's convs are ResNet18's, its global
@@ -7,10 +7,16 @@ is can fail there; ``schedule_using_anchor_trace`` replays the anchor block's pa
 and inlines or parallelizes the rest. Search (carrying schedules over) and build (applying the
 best records) both go through ``schedule_for``, so a record either applies or is dropped, never
 a crash in the middle of a compile.
+
+``refitted`` carries a schedule to the same computation at other extents (another batch size,
+another conv shape of the same fused op sequence), as Transfer-Tuning does: the trace is replayed
+with each tile-size decision refitted to the loop it now splits.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 
@@ -45,3 +51,54 @@ def schedule_for(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
     except RuntimeError:
         return None
     return sch
+
+
+def op_signature(task_name: str) -> str:
+    """A fused task's op sequence without Relax's numbering (``fused_conv2d_NCHWc3_add5_relu2`` ->
+    ``fused_conv2d_NCHWc_add_relu``; a ``_1`` that ``tasks.merge_tasks`` appended goes too): tasks that
+    compute the same ops at other extents share it."""
+    return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", re.sub(r"_\d+$", "", task_name))
+
+
+def relatedness(name: str, flop: float, other_name: str, other_flop: float) -> tuple[bool, float]:
+    """Sort key, lowest first, of how alike two workloads of one op sequence are: the same task name
+    first (the same layer of the model at another batch size), then nearest in FLOP."""
+    same = re.sub(r"_\d+$", "", name) == re.sub(r"_\d+$", "", other_name)  # ``tasks.merge_tasks`` may append ``_1``
+    return (not same, abs(math.log(max(flop, 1.0) / max(other_flop, 1.0))))
+
+
+def refitted(trace_json: Any, mod: Any, tuned_on: Any) -> Any:
+    """``mod`` scheduled by a trace tuned on ``tuned_on`` (a ``records.WorkloadEntry`` of the same
+    op sequence at other extents), each ``SamplePerfectTile`` decision refitted (``_refit``); None
+    when the trace does not apply."""
+    from tvm.s_tir import Schedule
+
+    tuned = replay(trace_json, tuned_on.ms_workload().mod)
+    if tuned is None:
+        return None
+    sch = Schedule(mod)
+
+    def decide(inst: Any, inputs: list[Any], attrs: list[Any], decision: Any) -> Any:
+        if inst.kind.name != "SamplePerfectTile":
+            return decision
+        return _refit([int(d) for d in decision], int(sch.get(inputs[0]).extent))
+
+    try:
+        tuned.trace.apply_to_schedule(sch, remove_postproc=False, decision_provider=decide)
+    except RuntimeError:
+        return None
+    return sch
+
+
+def _refit(factors: list[int], extent: int) -> list[int]:
+    """Tile factors for ``extent`` closest to ``factors`` (tuned for another extent): from the
+    innermost out, each keeps the part of its factor that still divides what is left (inner tiles
+    are what the vector units and caches were tuned for); the outermost takes the rest."""
+    if math.prod(factors) == extent:
+        return factors
+    out, rest = [1] * len(factors), extent
+    for i in range(len(factors) - 1, 0, -1):
+        out[i] = math.gcd(factors[i], rest)
+        rest //= out[i]
+    out[0] = rest
+    return out

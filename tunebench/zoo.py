@@ -1,4 +1,4 @@
-"""Model lookup: a zoo name or a user's ``path/to/file.py:factory`` reference.
+"""Model lookup: a zoo name or a user's ``path/to/file.py:factory`` reference, and its example inputs at another batch size.
 
 A factory returns either a module (example inputs must then be given some other way) or
 ``(module, example_inputs)``; the zoo's entries carry their own example inputs.
@@ -62,3 +62,23 @@ def _load_factory(ref: str) -> tuple[Any, tuple[Any, ...]]:
     else:
         raise TunebenchError(f"{ref} must return (model, example_inputs), got {type(result).__name__}")
     return model.eval(), inputs
+
+
+def with_batch(inputs: tuple[Any, ...], batch: int | None) -> tuple[Any, ...]:
+    """The example inputs with batch dimension ``batch``: fresh seeded data, not copies of one row,
+    so a kernel that mixes up rows shows in the output check."""
+    import torch
+
+    if batch is None or all(x.shape[0] == batch for x in inputs):
+        return inputs
+    if batch < 1:
+        raise TunebenchError(f"--batch must be at least 1, got {batch}")
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for x in inputs:
+        shape = (batch, *x.shape[1:])
+        if x.dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=gen, dtype=x.dtype))
+        else:
+            out.append(torch.randint(0, int(x.max()) + 1, shape, generator=gen, dtype=x.dtype))
+    return tuple(out)

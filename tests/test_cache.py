@@ -1,0 +1,235 @@
+"""The compile cache on its own: LRU eviction under a size limit, one build per key across threads
+and processes, the inspection API and ``tunebench cache``, a missing library rebuilt.
+
+No TVM builds: entries are ``pytorch`` ones (JSON only) or carry a fake module whose
+``export_library`` writes N bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tunebench import cache
+from tunebench.cache import MB, STATS, CacheWarning, CompileCache, Entry, clear, list_entries, max_cache_bytes
+from tunebench.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeModule:
+    """Stands in for a built VM library: exports ``size`` bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def export_library(self, path: str) -> None:
+        Path(path).write_bytes(b"\0" * self.size)
+
+
+def tvm_entry(size: int) -> Callable[[], Entry]:
+    return lambda: Entry("tvm", 1, ["w"], module=FakeModule(size), lowering="nchw")
+
+
+def no_build() -> Entry:
+    raise AssertionError("built, but the entry was on disk")
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "default"))
+    monkeypatch.delenv("TUNEBENCH_CACHE_MAX_MB", raising=False)
+    STATS.reset()
+
+
+@pytest.fixture
+def fake_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tvm.runtime.load_module`` reads a FakeModule back, and fails on a missing file as TVM's does."""
+    import tvm
+
+    def load(path: str) -> FakeModule:
+        if not os.path.exists(path):
+            raise ValueError(f"cannot find file {path}")
+        return FakeModule(os.path.getsize(path))
+
+    monkeypatch.setattr(tvm.runtime, "load_module", load)
+
+
+def on_disk(folder: Path) -> set[str]:
+    return {e.key for e in list_entries(folder).entries}
+
+
+def set_last_used(folder: Path, key: str, t: float) -> None:
+    for path in folder.glob(f"{key}.*"):
+        os.utime(path, (t, t))
+
+
+def test_eviction_keeps_the_limit_least_recently_used_first(tmp_path: Path, fake_loader: None) -> None:
+    limit = 35_000  # three 10 kB entries (+ JSON) fit, four do not
+    now = time.time()
+    for i, key in enumerate("abc"):
+        CompileCache(max_bytes=limit).get(key, tmp_path, tvm_entry(10_000))
+        set_last_used(tmp_path, key, now - 300 + 100 * i)  # a oldest, c newest
+    assert on_disk(tmp_path) == {"a", "b", "c"}
+
+    reader = CompileCache(max_bytes=limit)
+    assert reader.get("a", tmp_path, no_build).module.size == 10_000  # a disk hit: a is now the newest
+    reader.get("d", tmp_path, tvm_entry(10_000))
+    assert on_disk(tmp_path) == {"a", "c", "d"}, "b, least recently used, should have gone"
+    assert not list(tmp_path.glob("b.*")), "b's lock file should go with it"
+    assert list_entries(tmp_path).total <= limit
+
+    CompileCache(max_bytes=5_000).get("e", tmp_path, tvm_entry(10_000))  # alone over the limit: stored, the rest evicted
+    assert on_disk(tmp_path) == {"e"}
+    assert (STATS.compiles, STATS.disk_hits) == (5, 1)
+
+
+def test_eviction_removes_stale_temp_files_only(tmp_path: Path) -> None:
+    stale, fresh = tmp_path / ".x.1.2.tmp.so", tmp_path / ".y.3.4.tmp.so"
+    tmp_path.mkdir(exist_ok=True)
+    stale.write_bytes(b"torn"), fresh.write_bytes(b"being written")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    CompileCache().get("k", tmp_path, lambda: Entry("pytorch", 1))
+    assert not stale.exists() and fresh.exists()
+
+
+def test_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert max_cache_bytes() == 2 * 1024 * MB
+    monkeypatch.setenv("TUNEBENCH_CACHE_MAX_MB", "0.5")
+    assert max_cache_bytes() == MB // 2
+    monkeypatch.setenv("TUNEBENCH_CACHE_MAX_MB", "lots")
+    with pytest.warns(CacheWarning, match="not a size"):
+        assert max_cache_bytes() == 2 * 1024 * MB
+
+
+def test_threads_build_a_key_once(tmp_path: Path) -> None:
+    c, builds, start = CompileCache(), [], threading.Barrier(8)
+    results: list[Entry] = []
+
+    def build() -> Entry:
+        builds.append(threading.get_ident())
+        time.sleep(0.2)
+        return Entry("pytorch", 1)
+
+    def call() -> None:
+        start.wait()
+        results.append(c.get("k", tmp_path, build))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len(results) == 8
+    assert all(r is results[0] for r in results)
+    assert (STATS.compiles, STATS.memory_hits, STATS.disk_hits) == (1, 7, 0)
+
+
+def test_threads_build_different_keys_at_once(tmp_path: Path) -> None:
+    """The per-key lock is per key: a build of b can start while a's is still running."""
+    c, b_started = CompileCache(), threading.Event()
+    overlapped: list[bool] = []
+
+    def build_a() -> Entry:
+        overlapped.append(b_started.wait(timeout=10))
+        return Entry("pytorch", 1)
+
+    def build_b() -> Entry:
+        b_started.set()
+        return Entry("pytorch", 1)
+
+    t = threading.Thread(target=c.get, args=("a", tmp_path, build_a))
+    t.start()
+    c.get("b", tmp_path, build_b)
+    t.join()
+    assert overlapped == [True]
+
+
+CHILD = """
+import json, os, sys, time
+from collections.abc import Callable
+from pathlib import Path
+import tvm  # before the start line: both children reach get() together
+from tunebench.cache import STATS, CompileCache, Entry
+folder, marks = Path(sys.argv[1]), Path(sys.argv[2])
+def build():
+    (marks / f"built-{os.getpid()}").touch()
+    time.sleep(1.0)
+    return Entry("pytorch", 1)
+(marks / f"ready-{os.getpid()}").touch()
+while not (marks / "go").exists():
+    time.sleep(0.01)
+CompileCache().get("k", folder, build)
+print(json.dumps({"compiles": STATS.compiles, "disk_hits": STATS.disk_hits}))
+"""
+
+
+def test_processes_build_a_key_once(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    cmd = [sys.executable, "-c", CHILD, str(tmp_path / "c"), str(marks)]
+    children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        deadline = time.time() + 180
+        while len(list(marks.glob("ready-*"))) < 2 and time.time() < deadline and all(p.poll() is None for p in children):
+            time.sleep(0.05)
+        (marks / "go").touch()
+        outs = [p.communicate(timeout=120) for p in children]
+    finally:
+        for p in children:
+            p.kill()
+    for p, (_, err) in zip(children, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    counts = sorted((d["compiles"], d["disk_hits"]) for d in (json.loads(out.strip().splitlines()[-1]) for out, _ in outs))
+    assert counts == [(0, 1), (1, 0)], "the second process should wait for the first's build and load it"
+    assert len(list(marks.glob("built-*"))) == 1
+
+
+def test_missing_library_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
+    CompileCache().get("k", tmp_path, tvm_entry(100))
+    (tmp_path / "k.so").unlink()  # as if evicted between a reader's JSON and its load
+    with pytest.warns(CacheWarning, match="unusable"):
+        entry = CompileCache().get("k", tmp_path, tvm_entry(100))  # TVM's own loader meets the missing file
+    assert entry.runner == "tvm" and (tmp_path / "k.so").stat().st_size == 100
+    assert (STATS.compiles, STATS.disk_hits) == (2, 0)
+
+
+def test_unwritable_directory_serves_from_memory(tmp_path: Path) -> None:
+    folder = tmp_path / "file-not-dir" / "cache"
+    folder.parent.write_text("")  # neither a lock file nor entries can be created below it
+    with pytest.warns(CacheWarning, match="kept in memory only"):
+        entry = CompileCache().get("k", folder, lambda: Entry("pytorch", 1))
+    assert entry.runner == "pytorch" and STATS.compiles == 1
+
+
+def test_cli_show_and_clear(tmp_path: Path) -> None:
+    c, a, b = CompileCache(), "a" * 64, "b" * 64
+    c.get(a, tmp_path, lambda: Entry("pytorch", 1, ["w1", "w2"], lowering="nchw"))
+    c.get(b, tmp_path, tvm_entry(2 * MB))
+    (tmp_path / f".{b}.1.2.tmp.so").write_bytes(b"x" * 1000)  # a crashed writer's
+
+    listing = list_entries(tmp_path)
+    assert [(e.key, e.runner, e.applied) for e in listing.entries] == [(b, "tvm", 1), (a, "pytorch", 2)]
+    assert listing.total > 2 * MB and listing.limit == 2048 * MB
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["cache", "show", "--dir", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "a" * 12 in shown.output and "b" * 12 in shown.output and "pytorch" in shown.output and "nchw" in shown.output
+    assert "total 2.0 MB of 2048 MB" in shown.output and str(tmp_path) in shown.output
+
+    cleared = runner.invoke(app, ["cache", "clear", "--dir", str(tmp_path)])
+    assert cleared.exit_code == 0, cleared.output
+    assert "freed 2.0 MB (2 entries)" in cleared.output
+    assert os.listdir(tmp_path) == []
+    assert clear(tmp_path) == cache.Cleared(0, 0, 0)
+    assert "0 entries" in runner.invoke(app, ["cache", "show", "--dir", str(tmp_path / "none")]).output
