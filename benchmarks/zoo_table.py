@@ -4,7 +4,7 @@ For each ``tuning_logs/<model>-<target>.jsonl.gz`` of a zoo model whose records 
 runs ``tunebench bench MODEL --log LOG --iters N --settle 1 --json benchmarks/results/zoo/<model>-<target>.json``
 (each bench in its own process, one after another: never two at once), then writes one Markdown table
 (``benchmarks/results/zoo/table.md``) and a bar chart of the speed-ups (``zoo.png``). ``--no-run``
-tabulates the JSON files already there.
+tabulates the JSON files already there; ``--only bert_tiny`` benches that model and tabulates the rest.
 
 Per row: medians and p10-p90 of eager, inductor and tunebench (the ``torch.compile`` backend path),
 speed-up vs eager, tasks tuned, the trials in the log and the tuning time behind it: the sum of the
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--target", default="avx2")
     ap.add_argument("--no-run", action="store_true", help="tabulate the JSON files already written")
+    ap.add_argument("--only", default="", help="comma-separated models to bench; the others are tabulated from their JSON")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from run_all import unrunnable
@@ -85,7 +86,8 @@ def main() -> None:
         if reason:
             print(f"skipped {model}: {log}: {reason}", flush=True)
             continue
-        path = OUT / f"{model}-{args.target}.json" if args.no_run else _bench(model, log, args.target, args.iters)
+        rerun = not args.no_run and (not args.only or model in args.only.split(","))
+        path = _bench(model, log, args.target, args.iters) if rerun else OUT / f"{model}-{args.target}.json"
         doc = json.loads((ROOT / path).read_text())
         rows.append(_row(doc, *tuning_cost(ROOT / log)))
         tuned = next(c for c in doc["columns"] if c["name"] == "tunebench-tuned")

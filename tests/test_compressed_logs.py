@@ -49,3 +49,19 @@ def test_plain_text_named_gz_is_one_clear_error(tmp_path: Path) -> None:
     bad.write_text('{"type": "record"}\n')
     with pytest.raises(TunebenchError, match="not gzip data"):
         read_log(bad)
+
+
+def test_a_long_lived_writer_cuts_another_writers_torn_batch(tiny_log: Path, tmp_path: Path) -> None:
+    """A writer checks only what was appended since its own last batch (not the whole file every batch):
+    another writer's batch torn by a crash behind it is still cut off before it appends."""
+    log = read_log(tiny_log)
+    path = tmp_path / "live.jsonl.gz"
+    mine = LogWriter(path)
+    mine.append(log.records[:3], log.workloads)
+    LogWriter(path).append(log.records[3:5], log.workloads)  # another process's batch...
+    with open(path, "r+b") as f:  # ...killed before its gzip trailer reached the disk
+        f.truncate(path.stat().st_size - 6)
+    mine.append(log.records[5:7], log.workloads)
+    again = read_log(path, warn=False)
+    assert [r.identity() for r in again.records] == [r.identity() for r in log.records[:3] + log.records[5:7]]
+    assert not again.problems

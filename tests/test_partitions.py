@@ -81,3 +81,11 @@ def test_merge_sums_weights_and_keeps_names_distinct() -> None:
 
     merged = merge_tasks([[task("fused_conv", "a", 1), task("fused_add", "b", 2)], [task("fused_conv", "c", 1, 5.0), task("fused_add", "b", 3)]])
     assert [(t.name, t.workload_key, t.weight) for t in merged] == [("fused_add", "b", 5), ("fused_conv_1", "c", 1), ("fused_conv", "a", 1)]
+
+
+def test_as_served_lowers_the_graph_dynamo_captures() -> None:
+    """``--as-served``: the tasks of the partitions torch.compile serves; for a model that exports whole alike, the same workloads."""
+    served = api.lower_model(TINY, "avx2", layout="nchw", served=True)
+    whole = api.lower_model(TINY, "avx2", layout="nchw")
+    assert {t.workload_key for t in served.tasks} == {t.workload_key for t in whole.tasks}
+    assert [lo.name for lo in served.lowerings] == ["tvm_0"] and not served.pytorch_ops

@@ -163,3 +163,14 @@ def test_a_task_with_nothing_timed_gets_a_small_first_batch() -> None:
     assert _batch_cap(TaskState(task)) == FIRST_BATCH
     assert _batch_cap(TaskState(task, best_record=timed)) == math.inf
     assert _batch_cap(TaskState(task, carry=[timed])) == math.inf
+
+
+def test_integer_inputs_of_a_candidate_are_in_bounds_indices() -> None:
+    """Random int64 'indices' made BERT's embedding lookups read out of bounds and kill the runner: the
+    runner's inputs keep MetaSchedule's random floats and zero-fill integer tensors."""
+    import tvm
+
+    from tunebench.measure import alloc_arguments
+
+    [args] = alloc_arguments(tvm.cpu(), [["TENSOR", "int64", [4]], ["TENSOR", "float32", [8, 8]]], 1)
+    assert not args[0].numpy().any() and args[1].numpy().std() > 0

@@ -75,6 +75,7 @@ def lower_model(
     winograd: bool = False,
     layout: str = "blocked",
     batch: list[int] | None = None,
+    served: bool = False,
 ) -> LoweredModel:
     """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks.
 
@@ -86,7 +87,8 @@ def lower_model(
     ``batch`` lowers the model at each of these batch sizes (default: its example inputs' own) and
     merges their tasks, weights summed: one search then tunes for every shape, by its share.
     A model with ops the Relax frontend cannot convert is lowered partition by partition, as the
-    ``tunebench`` torch.compile backend serves it.
+    ``tunebench`` torch.compile backend serves it. ``served`` lowers the graph dynamo captures even
+    when the module converts whole (``partition.as_served``: the tasks served, exactly).
     """
     from .errors import TunebenchError
     from .tasks import merge_tasks
@@ -99,7 +101,7 @@ def lower_model(
     lowerings: list[Lowering] = []
     pytorch_ops: dict[tuple[str, str], Any] = {}  # one entry per op and reason, over every shape
     for shape in [with_batch(inputs, b) for b in dict.fromkeys(batch)] if batch else [inputs]:
-        parts, ops = _lower_shape(module, shape, spec, layout, winograd)
+        parts, ops = _lower_shape(module, shape, spec, layout, winograd, served)
         lowerings += parts
         pytorch_ops.update({(op.op, op.reason): op for op in ops})
     tasks = merge_tasks(part.tasks for part in lowerings)
@@ -118,12 +120,15 @@ def _resolve_model(model: str | Any, example_inputs: tuple[Any, ...] | None) -> 
     return type(model).__name__, model, tuple(example_inputs)
 
 
-def _lower_shape(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> tuple[list[Lowering], list[Any]]:
+def _lower_shape(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool, served: bool) -> tuple[list[Lowering], list[Any]]:
     """The model at one input shape: lowered whole if the Relax frontend converts every op, else
-    partition by partition; with the ops that stay in PyTorch."""
+    partition by partition; with the ops that stay in PyTorch. ``served``: the partitions of the
+    graph dynamo captures, exactly what the ``torch.compile`` backend serves."""
     from .errors import TunebenchError
     from .frontend import lower
 
+    if served:
+        return _lower_served(module, inputs, spec, layout, winograd)
     try:
         source, relax_mod = lower(module, inputs, spec, layout)
     except TunebenchError as whole_error:
@@ -152,6 +157,23 @@ def _lower_partitions(
     for part in split.partitions:
         source = part.source()
         lowerings.append(_lowering(part.name, source, optimize(source, spec, layout=layout), inputs, spec, layout, winograd))
+    return lowerings, ops
+
+
+def _lower_served(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> tuple[list[Lowering], list[Any]]:
+    """Every TVM partition of the graph(s) dynamo captures, lowered as ``backend`` lowers them."""
+    from .errors import TunebenchError
+    from .frontend import optimize
+    from .partition import as_served, pytorch_ops
+
+    lowerings, ops = [], []
+    for split in as_served(module, inputs):
+        ops += pytorch_ops(split.module)
+        for part in split.partitions:
+            source = part.source()
+            lowerings.append(_lowering(part.name, source, optimize(source, spec, layout=layout), inputs, spec, layout, winograd))
+    if not lowerings:
+        raise TunebenchError("no op of the model can be lowered by TVM: nothing to tune")
     return lowerings, ops
 
 
@@ -194,13 +216,15 @@ def tune(
     winograd: bool = False,
     layout: str = "blocked",
     batch: list[int] | None = None,
+    served: bool = False,
     measure: Any = None,
     transfer_from: list[str | Path] | None = None,
     reporter: Any = None,
 ) -> Any:
     """Tune every task of ``model`` (lowered in ``layout``) and append the measurements to its history log.
 
-    ``batch``: tune for each of these batch sizes at once (``lower_model``), into one log.
+    ``batch``: tune for each of these batch sizes at once (``lower_model``), into one log;
+    ``served``: tune the tasks of the graph dynamo captures (``lower_model``).
     Re-running with the same log resumes: the budget counts what the log already holds.
     ``transfer_from`` logs (another machine's, another model's) give a head start: each task's
     best schedules there are timed here before the search (``search.tune_tasks``).
@@ -208,7 +232,7 @@ def tune(
     """
     from .search import tune_tasks
 
-    lowered = lower_model(model, target, example_inputs, num_cores, winograd, layout, batch)
+    lowered = lower_model(model, target, example_inputs, num_cores, winograd, layout, batch, served)
     log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
     kwargs = {"reporter": reporter} if reporter else {}
     return tune_tasks(

@@ -35,7 +35,7 @@ import torch
 from .cache import CACHE, STATS, Entry
 from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
-from .partition import Partition, partition
+from .partition import Partition, partition, static_inputs
 from .partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
 from .spin import advise_once
 
@@ -392,7 +392,7 @@ def tunebench_backend(
         raise TunebenchError(f"the tunebench backend has no compile modes (got mode={mode!r}); pass settings with options={{...}}")
     opts = _check_options(options)
     # Dynamo lifts parameters and buffers to graph inputs and tags them as static.
-    static = frozenset(i for i, x in enumerate(example_inputs) if isinstance(x, torch.nn.Parameter) or getattr(x, "_dynamo_static_input_type", None))
+    static = static_inputs(example_inputs)
     dispatcher = GraphDispatcher(gm, static, opts)
     dispatcher.config(current())  # bad option values fail now, not on the first call
     return dispatcher

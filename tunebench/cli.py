@@ -58,6 +58,11 @@ BatchOpt = Annotated[
 ]
 
 
+ServedOpt = Annotated[
+    bool, typer.Option("--as-served", help="lower the graph torch.compile captures (the tasks the backend serves) even if the model exports whole")
+]
+
+
 def _batches(text: str | None) -> list[int] | None:
     """``--batch 1,8`` as a list of batch sizes."""
     if text is None:
@@ -70,12 +75,18 @@ def _batches(text: str | None) -> list[int] | None:
 
 @app.command()
 def tasks(
-    model: str, target: TargetOpt = "avx2", num_cores: CoresOpt = None, winograd: WinogradOpt = False, layout: LayoutOpt = "blocked", batch: BatchOpt = None
+    model: str,
+    target: TargetOpt = "avx2",
+    num_cores: CoresOpt = None,
+    winograd: WinogradOpt = False,
+    layout: LayoutOpt = "blocked",
+    batch: BatchOpt = None,
+    as_served: ServedOpt = False,
 ) -> None:
     """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks, and the ops that stay in PyTorch."""
     from .api import lower_model
 
-    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout, batch=_batches(batch))
+    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout, batch=_batches(batch), served=as_served)
     at = f", batch {batch}" if batch else ""
     table = Table(title=f"{model}{at}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
     for col in ("#", "task", "anchor op", "conv (impl)", "MFLOP", "x", "MFLOP total"):
@@ -110,6 +121,7 @@ def tune(
     winograd: WinogradOpt = False,
     layout: LayoutOpt = "blocked",
     batch: BatchOpt = None,
+    as_served: ServedOpt = False,
     protocol: Annotated[
         str, typer.Option(help="timing: cold (caches flushed of all but the input before each call, as inside a model) or warm (repeated calls)")
     ] = "cold",
@@ -141,6 +153,7 @@ def tune(
         winograd=winograd,
         layout=layout,
         batch=_batches(batch),
+        served=as_served,
         measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key),
         transfer_from=transfer_from,
         reporter=reporter,

@@ -36,7 +36,22 @@ def make_runner(cfg: MeasureConfig) -> Any:
         from .rpc import make_rpc_runner
 
         return make_rpc_runner(cfg)
-    return LocalRunner(timeout_sec=cfg.run_timeout, evaluator_config=evaluator_config(cfg))
+    return LocalRunner(timeout_sec=cfg.run_timeout, evaluator_config=evaluator_config(cfg), f_alloc_argument=alloc_arguments)
+
+
+def alloc_arguments(device: Any, args_info: list[list[Any]], alloc_repeat: int) -> list[list[Any]]:
+    """A candidate's inputs as MetaSchedule's runner makes them (random floats), but integer tensors
+    zero-filled: they are indices (BERT's embedding ``take`` tasks), and random int64 indices read out
+    of bounds and killed the runner process, so such a task never got a successful record."""
+    import numpy as np
+    from tvm.s_tir.meta_schedule.runner.local_runner import default_alloc_argument
+
+    repeated = default_alloc_argument(device, args_info, alloc_repeat)
+    for args in repeated:
+        for arg, (kind, dtype, shape) in zip(args, args_info, strict=True):
+            if kind == "TENSOR" and ("int" in str(dtype) or str(dtype) == "bool"):
+                arg.copyfrom(np.zeros([int(d) for d in shape], dtype=str(dtype)))
+    return repeated
 
 
 def import_tensor_intrinsics() -> None:

@@ -177,3 +177,32 @@ def pytorch_ops(fused: torch.fx.GraphModule) -> list[PytorchOp]:
         if n.op == "call_function" and n.target is not operator.getitem
     )
     return [PytorchOp(op, reason, count) for (op, reason), count in left.items()]
+
+
+def static_inputs(example_inputs: list[Any]) -> frozenset[int]:
+    """Positions of the inputs dynamo lifted from parameters and buffers (it tags them static)."""
+    return frozenset(i for i, x in enumerate(example_inputs) if isinstance(x, torch.nn.Parameter) or getattr(x, "_dynamo_static_input_type", None))
+
+
+def as_served(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> list[Partitioned]:
+    """The partitions ``torch.compile(model, backend="tunebench")`` serves: the graph(s) dynamo captures,
+    each split as the backend splits it. Dynamo's graph can differ from ``torch.export`` of the module
+    (BERT: 3 of its 23 data-movement tasks fused otherwise), so tuning these serves every task."""
+    captured: list[Partitioned] = []
+
+    def capture(gm: torch.fx.GraphModule, graph_inputs: list[Any]) -> Any:
+        static = static_inputs(graph_inputs)
+
+        def first_call(*args: Any) -> Any:
+            captured.append(partition(gm, args, static))
+            return gm(*args)
+
+        return first_call
+
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            torch.compile(model, backend=capture)(*example_inputs)
+    finally:
+        torch._dynamo.reset()
+    return captured

@@ -466,11 +466,14 @@ class LogWriter:
         self.path = Path(path)
         self._known: set[str] | None = None
         self._inode = -1  # the file ``_known`` describes; a prune swaps it
+        self._whole_to = 0  # bytes of ``_inode`` known whole: up to the end of this writer's last batch
 
     def append(self, records: list[Record], workloads: dict[str, WorkloadEntry]) -> None:
         """One locked, fsynced write for the batch: all of it reaches the disk, or (on a crash) a torn tail."""
         with locked(self.path) as fd:
             inode = os.fstat(fd).st_ino
+            if inode != self._inode:  # first batch, or a prune swapped the file: nothing known whole
+                self._whole_to = 0
             if self._known is None or inode != self._inode or any(r.key not in self._known for r in records):
                 self._known = _keys_in_file(self.path)  # another writer may have added some, a prune dropped some
                 self._inode = inode
@@ -481,14 +484,18 @@ class LogWriter:
                     self._known.add(r.key)
                 chunks.append(_dump(r.to_json()))
             if chunks:
-                _write_all(fd, self._encoded(fd, chunks))
+                data = self._encoded(fd, chunks)
+                _write_all(fd, data)
                 os.fsync(fd)
+                self._whole_to = os.fstat(fd).st_size
 
     def _encoded(self, fd: int, chunks: list[bytes]) -> bytes:
         """The batch as it goes on disk, after repairing a tail a killed writer tore."""
         if is_compressed(self.path):  # one gzip member per batch; a torn member is cut off, or it would swallow ours
             size = os.fstat(fd).st_size
-            whole = _gunzip_members(os.pread(fd, size, 0))[1] if size else 0
+            # only what was appended since this writer's last batch needs checking (was: the whole file, every batch)
+            start = self._whole_to if self._whole_to <= size else 0
+            whole = start + (_gunzip_members(os.pread(fd, size - start, start))[1] if size > start else 0)
             if whole < size:
                 os.ftruncate(fd, whole)
             return gzip.compress(b"".join(chunks), mtime=0)
