@@ -144,7 +144,6 @@ def _lower_partitions(
     PyTorch (``partition.PytorchOp``). If no op is left to PyTorch, ``whole_error`` was about something
     else and is raised."""
     from .errors import TunebenchError
-    from .frontend import optimize
     from .partition import partition, pytorch_ops
 
     split = partition(module, inputs)
@@ -153,25 +152,29 @@ def _lower_partitions(
         raise whole_error
     if not split.partitions:
         raise TunebenchError(f"no op of the model can be lowered by TVM (in PyTorch: {'; '.join(map(str, ops))}): nothing to tune") from whole_error
-    lowerings = []
+    return _partition_lowerings(split, inputs, spec, layout, winograd), ops
+
+
+def _partition_lowerings(split: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> list[Lowering]:
+    """Each TVM partition of ``split`` (``partition.Partitioned``) lowered as ``backend`` lowers it."""
+    from .frontend import optimize
+
+    out = []
     for part in split.partitions:
         source = part.source()
-        lowerings.append(_lowering(part.name, source, optimize(source, spec, layout=layout), inputs, spec, layout, winograd))
-    return lowerings, ops
+        out.append(_lowering(part.name, source, optimize(source, spec, layout=layout), inputs, spec, layout, winograd))
+    return out
 
 
 def _lower_served(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> tuple[list[Lowering], list[Any]]:
     """Every TVM partition of the graph(s) dynamo captures, lowered as ``backend`` lowers them."""
     from .errors import TunebenchError
-    from .frontend import optimize
     from .partition import as_served, pytorch_ops
 
     lowerings, ops = [], []
     for split in as_served(module, inputs):
         ops += pytorch_ops(split.module)
-        for part in split.partitions:
-            source = part.source()
-            lowerings.append(_lowering(part.name, source, optimize(source, spec, layout=layout), inputs, spec, layout, winograd))
+        lowerings += _partition_lowerings(split, inputs, spec, layout, winograd)
     if not lowerings:
         raise TunebenchError("no op of the model can be lowered by TVM: nothing to tune")
     return lowerings, ops

@@ -57,14 +57,18 @@ def op_signature(task_name: str) -> str:
     """A fused task's op sequence without Relax's numbering (``fused_conv2d_NCHWc3_add5_relu2`` ->
     ``fused_conv2d_NCHWc_add_relu``; a ``_1`` that ``tasks.merge_tasks`` appended goes too): tasks that
     compute the same ops at other extents share it."""
-    return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", re.sub(r"_\d+$", "", task_name))
+    return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", _unmerged(task_name))
 
 
 def relatedness(name: str, flop: float, other_name: str, other_flop: float) -> tuple[bool, float]:
     """Sort key, lowest first, of how alike two workloads of one op sequence are: the same task name
     first (the same layer of the model at another batch size), then nearest in FLOP."""
-    same = re.sub(r"_\d+$", "", name) == re.sub(r"_\d+$", "", other_name)  # ``tasks.merge_tasks`` may append ``_1``
-    return (not same, abs(math.log(max(flop, 1.0) / max(other_flop, 1.0))))
+    return (_unmerged(name) != _unmerged(other_name), abs(math.log(max(flop, 1.0) / max(other_flop, 1.0))))
+
+
+def _unmerged(task_name: str) -> str:
+    """A task's name without the ``_1`` ``tasks.merge_tasks`` appends to a name two workloads share."""
+    return re.sub(r"_\d+$", "", task_name)
 
 
 def refitted(trace_json: Any, mod: Any, tuned_on: Any) -> Any:
