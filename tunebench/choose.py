@@ -158,18 +158,14 @@ def _estimate(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> tu
 def stand_ins(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> dict[str, list[str]]:
     """For tasks without a record: the keys of the workloads with a best record that compute the
     same op sequence at other extents (``traces.op_signature``: another batch size or conv shape),
-    most alike first (``traces.relatedness``); ``traces.refitted`` carries their schedules over, and a
+    most alike first (``traces.relatives``); ``traces.refitted`` carries their schedules over, and a
     caller tries them in order until one applies."""
-    from .traces import op_signature, relatedness
+    from .traces import relatives
 
-    kin: dict[str, list[str]] = {}
-    for key in best:
-        w = log.workloads.get(key)
-        if w is not None:
-            kin.setdefault(op_signature(w.task), []).append(key)
+    known = {k: log.workloads[k] for k in best if k in log.workloads}
     out = {}
     for t in tasks:
-        keys = sorted(kin.get(op_signature(t.name), []), key=lambda k: (relatedness(t.name, t.flop, log.workloads[k].task, log.workloads[k].flop), k))
+        keys = relatives(t.name, t.flop, known, exclude=t.workload_key)
         if keys:
             out[t.workload_key] = keys
     return out

@@ -46,7 +46,7 @@ from .settings import MeasureConfig
 from .target import TargetSpec, host_fingerprint, runnable
 from .target import identity as target_identity
 from .tasks import Task, model_latency
-from .traces import op_signature, refitted, relatedness, schedule_for
+from .traces import refitted, relatives, schedule_for
 
 TUNERS = ("xgb", "random")
 MAX_BATCH = 64
@@ -552,14 +552,12 @@ def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
 def _relatives(task: Task, priors: Priors) -> list[rec.Record]:
     """The best records of the workloads computing ``task``'s op sequence at other extents
     (``traces.op_signature``: another batch size, another conv shape), most alike first
-    (``traces.relatedness``), two per workload, ``CARRY_OVER`` in all."""
-    sig = op_signature(task.name)
+    (``traces.relatives``), two per workload, ``CARRY_OVER`` in all."""
     kin: dict[str, list[rec.Record]] = {}
     for r in priors.local + priors.sources:
-        w = priors.workloads.get(r.key)
-        if r.ok and w is not None and r.key != task.workload_key and op_signature(w.task) == sig:
+        if r.ok and r.key in priors.workloads:
             kin.setdefault(r.key, []).append(r)
-    nearest = sorted(kin, key=lambda k: (relatedness(task.name, task.flop, priors.workloads[k].task, priors.workloads[k].flop), k))
+    nearest = relatives(task.name, task.flop, {k: priors.workloads[k] for k in kin}, exclude=task.workload_key)
     picked = [r for k in nearest for r in sorted(kin[k], key=lambda r: r.rank)[:2]]
     return picked[:CARRY_OVER]
 

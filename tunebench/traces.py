@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -60,10 +61,17 @@ def op_signature(task_name: str) -> str:
     return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", _unmerged(task_name))
 
 
-def relatedness(name: str, flop: float, other_name: str, other_flop: float) -> tuple[bool, float]:
-    """Sort key, lowest first, of how alike two workloads of one op sequence are: the same task name
-    first (the same layer of the model at another batch size), then nearest in FLOP."""
-    return (_unmerged(name) != _unmerged(other_name), abs(math.log(max(flop, 1.0) / max(other_flop, 1.0))))
+def relatives(task_name: str, flop: float, workloads: Mapping[str, Any], exclude: str = "") -> list[str]:
+    """Keys of ``workloads`` (``records.WorkloadEntry`` by key, ``exclude`` left out) computing the op
+    sequence of task ``task_name`` at other extents (``op_signature``), most alike first: the same
+    task name (the same layer of the model at another batch size), then nearest in FLOP."""
+    sig, name = op_signature(task_name), _unmerged(task_name)
+
+    def unlike(key: str) -> tuple[bool, float, str]:
+        w = workloads[key]
+        return (_unmerged(w.task) != name, abs(math.log(max(flop, 1.0) / max(w.flop, 1.0))), key)
+
+    return sorted((k for k, w in workloads.items() if k != exclude and op_signature(w.task) == sig), key=unlike)
 
 
 def _unmerged(task_name: str) -> str:
