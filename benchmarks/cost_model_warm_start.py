@@ -48,6 +48,24 @@ def run(model: str, target: str, log: Path, more: int, warm: bool, transfer_from
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def first_per_task(predictions: list[list]) -> dict[str, float]:
+    """Each task's first searched (not carried-over) batch: what the model knew before this host's
+    search taught it anything about that task. One batch is noise (8-16 candidates the model itself
+    ranked best); the mean over a model's tasks is the measure."""
+    firsts: dict[str, float] = {}
+    for task, carried, rho in predictions:
+        if not carried and rho == rho and task not in firsts:
+            firsts[task] = rho
+    return firsts
+
+
+def summary(values: dict[str, float]) -> dict[str, float]:
+    xs = list(values.values())
+    mean = sum(xs) / len(xs)
+    var = sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1)
+    return {"tasks": len(xs), "mean": mean, "stderr": (var / len(xs)) ** 0.5}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -67,6 +85,10 @@ def main() -> None:
         print(f"  rank correlation per batch (carried-over batches marked *): {', '.join(f'{rho:.2f}' + ('*' if c else '') for _, c, rho in r['predictions'])}")
         if searched:
             print(f"  first search batch: {searched[0]:.2f}; mean of first 3: {sum(searched[:3]) / len(searched[:3]):.2f}")
+        firsts = first_per_task(r["predictions"])
+        if firsts:
+            r["first_batch_per_task"] = stats = summary(firsts)
+            print(f"  each task's first search batch, over {len(firsts)} tasks: mean {stats['mean']:+.2f} (standard error {stats['stderr']:.2f})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -89,3 +89,16 @@ def test_as_served_lowers_the_graph_dynamo_captures() -> None:
     whole = api.lower_model(TINY, "avx2", layout="nchw")
     assert {t.workload_key for t in served.tasks} == {t.workload_key for t in whole.tasks}
     assert [lo.name for lo in served.lowerings] == ["tvm_0"] and not served.pytorch_ops
+
+
+def test_split_graph_runs_without_export_input_checks() -> None:
+    """The fused graph is called on every served call: it keeps none of ``ExportedProgram.module()``'s
+    per-call input checks (pytree walks over every weight), and still computes the model."""
+    from tunebench.partition import partition
+
+    module, (x,) = get_model(TINY)
+    split = partition(module, (x,))
+    assert not split.module._forward_pre_hooks and not split.module._forward_hooks
+    assert "_guards_fn" not in split.module.code
+    with torch.no_grad():
+        torch.testing.assert_close(split.module(x), module(x))

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .cache import CACHE, STATS, Entry
+from .cache import CACHE, STATS, Entry, code_version
 from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
 from .partition import Partition, partition, static_inputs
@@ -194,7 +194,7 @@ class TvmSubgraph(torch.nn.Module):
 
 
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
-    """Graph code, weights (by content), input shapes/dtypes, target, records and versions."""
+    """Graph code, weights (by content), input shapes/dtypes, target, records, versions and tunebench's own code."""
     import tvm
 
     h = hashlib.sha256(sub.code.encode())
@@ -203,7 +203,7 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
         h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
         h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().data)
     h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
-    h.update(f"|{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}|{tvm.__version__}|{torch.__version__}".encode())
+    h.update(f"|{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
     return h.hexdigest()
 
 

@@ -24,6 +24,8 @@ writer's, go too; lock files of keys never stored (failed builds) stay until ``c
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import json
 import math
 import os
@@ -40,6 +42,17 @@ CACHE_VERSION = 3  # 2: entries say how the subgraph was lowered and its task FL
 MB = 2**20  # the MB of TUNEBENCH_CACHE_MAX_MB and of `tunebench cache show`
 DEFAULT_MAX_MB = 2048
 STALE_TEMP_S = 3600.0  # a temp file this old is no writer's any more (an export takes seconds)
+
+
+@functools.cache
+def code_version() -> str:
+    """A digest of tunebench's own source, part of every key: a build depends on how this code
+    lowers, fuses and schedules (a GELU lowered another way is another kernel), and a cached
+    library from older code must not be served as if the new code had built it."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class CacheWarning(UserWarning):

@@ -5,7 +5,7 @@ records are applied to: records match by the structural hash of each fused TIR f
 difference between the two lowerings would silently miss every record. The path is the one
 measured to apply records (see README): torch.export, Relax frontend with the weights bound as
 constants (so constant folding precomputes weight transposes once instead of per call),
-inference decompositions, then the "zero" pipeline (legalize, fold, FuseOps, FuseTIR).
+inference decompositions, fast forms of erf/exp/tanh (``fastmath``), then the "zero" pipeline (legalize, fold, FuseOps, FuseTIR).
 ``meta_schedule.relax_integration.compile_relax`` is not used: it fuses again and misses records.
 """
 
@@ -62,19 +62,23 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
     """
     from tvm import relax
 
+    from . import fastmath
     from .layout import LAYOUTS, convert
+    from .layout import legalize_map as blocked_map
+    from .winograd import legalize_map as winograd_map
 
     if layout not in LAYOUTS:
         raise TunebenchError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     with target.tvm():
         mod = relax.transform.DecomposeOpsForInference()(mod)
-        mod = relax.transform.CanonicalizeBindings()(mod)
+        mod = fastmath.transform(relax.transform.CanonicalizeBindings()(mod))
+        legalize = fastmath.legalize_map()
         if layout == "blocked":
             mod = convert(mod, target)
+            legalize |= blocked_map()
         elif winograd:
-            from .winograd import legalize_map
-
-            mod = relax.transform.LegalizeOps(customize_legalize_map=legalize_map(winograd))(mod)
+            legalize |= winograd_map(winograd)
+        mod = relax.transform.LegalizeOps(customize_legalize_map=legalize)(mod)
         return relax.get_pipeline("zero")(mod)
 
 

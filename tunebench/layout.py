@@ -29,13 +29,17 @@ def block(target: TargetSpec) -> int:
 
 
 def convert(mod: Any, target: TargetSpec) -> Any:
-    """Rewrite convs (and the ops between them) to the target's blocked layout, then legalize the
-    blocked convs with TOPI; call under the target, before the rest of the legalization."""
+    """Rewrite convs (and the ops between them) to the target's blocked layout; call under the
+    target, then legalize with ``legalize_map`` among the overrides."""
     from tvm import relax
 
     b = block(target)
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{b}c", f"OIHW{b}i{b}o"]})(mod)
-    return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": _legalize})(mod)
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{b}c", f"OIHW{b}i{b}o"]})(mod)
+
+
+def legalize_map() -> dict[str, Any]:
+    """A ``LegalizeOps`` map that lowers the blocked convs with TOPI's ``conv2d_NCHWc``."""
+    return {"relax.nn.conv2d": _legalize}
 
 
 def _legalize(bb: Any, call: Any) -> Any:
