@@ -63,7 +63,7 @@ def summary(values: dict[str, float]) -> dict[str, float]:
     xs = list(values.values())
     mean = sum(xs) / len(xs)
     var = sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1)
-    return {"tasks": len(xs), "mean": mean, "stderr": (var / len(xs)) ** 0.5}
+    return {"n": len(xs), "mean": mean, "stderr": (var / len(xs)) ** 0.5}
 
 
 def main() -> None:
@@ -85,6 +85,10 @@ def main() -> None:
         print(f"  rank correlation per batch (carried-over batches marked *): {', '.join(f'{rho:.2f}' + ('*' if c else '') for _, c, rho in r['predictions'])}")
         if searched:
             print(f"  first search batch: {searched[0]:.2f}; mean of first 3: {sum(searched[:3]) / len(searched[:3]):.2f}")
+        carried = {f"{i}": rho for i, (_, c, rho) in enumerate(r["predictions"]) if c and rho == rho}
+        if carried:
+            r["carried_over_batches"] = stats = summary(carried)
+            print(f"  carried-over batches (the first schedules timed): mean {stats['mean']:+.2f} (standard error {stats['stderr']:.2f}, n={len(carried)})")
         firsts = first_per_task(r["predictions"])
         if firsts:
             r["first_batch_per_task"] = stats = summary(firsts)
