@@ -201,7 +201,7 @@ model, (x,) = tiny_conv()
 with torch.no_grad():
     out = torch.compile(model, backend="tunebench", options={{"fallback": "never"}})(x)  # entry point: no tunebench import
 from tunebench.cache import STATS
-print(json.dumps({{"compiles": STATS.compiles, "disk_hits": STATS.disk_hits, "tvm_runs": STATS.tvm_runs, "out": out.flatten().tolist()}}))
+print(json.dumps({{"compiles": STATS.compiles, "disk_hits": STATS.disk_hits, "tvm_runs": STATS.tvm_runs, "plan_hits": STATS.plan_hits, "out": out.flatten().tolist()}}))
 """
 
 
@@ -218,9 +218,15 @@ def test_fresh_process_loads_from_disk_cache(tmp_path: Path) -> None:
     with torch.no_grad():
         want = torch.compile(model, backend="tunebench", options={"fallback": "never", "cache_dir": str(tmp_path / "c")})(x)
     assert cache.STATS.compiles == 1 and list((tmp_path / "c").glob("*.so"))
+    assert cache.STATS.plan_hits == 0 and len(list((tmp_path / "c" / "plans").glob("*.json"))) == 1
     child = run_child(tmp_path / "c")
-    assert (child["compiles"], child["disk_hits"], child["tvm_runs"]) == (0, 1, 1)
+    # served by the remembered split (one TVM subgraph, the whole graph): no export or partitioning
+    assert (child["compiles"], child["disk_hits"], child["tvm_runs"], child["plan_hits"]) == (0, 1, 1, 1)
     assert child["out"] == want.flatten().tolist()
+    for so in (tmp_path / "c").glob("*.so"):  # the library evicted: the plan is no use, the graph is split and built again
+        so.unlink()
+    child = run_child(tmp_path / "c")
+    assert (child["compiles"], child["plan_hits"]) == (1, 0) and child["out"] == want.flatten().tolist()
 
 
 def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
@@ -293,3 +299,35 @@ def test_foreign_isa_records_are_skipped(tiny_log: Path, tmp_path: Path, fake_ho
         compiled = tunebench.compile(model, x, fallback="never")
         assert compiled.last.applied == [] and compiled.last.subgraphs[0].runner == "tvm"
         check_close(compiled(x), model(x))
+
+
+class ManyOutputs(torch.nn.Module):
+    """Outputs in another order than computed, one twice, and the input itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.conv(x)
+        z = torch.relu(y) * 2
+        return (z, y, z, x)
+
+
+def test_remembered_split_serves_the_graph_outputs_in_order(tmp_path: Path) -> None:
+    """A new process (here: dynamo and memory reset) serves a graph whose split is remembered from
+    the cached library alone, without exporting or partitioning, each output where the graph puts it."""
+    torch.manual_seed(0)
+    model, x = ManyOutputs().eval(), torch.randn(1, 3, 8, 8)
+    options = {"fallback": "never", "cache_dir": str(tmp_path / "c")}
+    with torch.no_grad():
+        first = torch.compile(model, backend="tunebench", options=options)(x)
+        torch._dynamo.reset()
+        cache.CACHE.memory.clear()
+        again = torch.compile(model, backend="tunebench", options=options)(x)
+        want = model(x)
+    assert (cache.STATS.compiles, cache.STATS.plan_hits, cache.STATS.disk_hits) == (1, 1, 1)
+    for got in (first, again):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            check_close(g, w)

@@ -216,6 +216,8 @@ def test_cli_show_and_clear(tmp_path: Path) -> None:
     c.get(a, tmp_path, lambda: Entry("pytorch", 1, ["w1", "w2"], lowering="nchw"))
     c.get(b, tmp_path, tvm_entry(2 * MB))
     (tmp_path / f".{b}.1.2.tmp.so").write_bytes(b"x" * 1000)  # a crashed writer's
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / f"{'c' * 64}.json").write_text("{}")  # a remembered split (tunebench.plan): derived, cleared too
 
     listing = list_entries(tmp_path)
     assert [(e.key, e.runner, e.applied) for e in listing.entries] == [(b, "tvm", 1), (a, "pytorch", 2)]
@@ -230,6 +232,6 @@ def test_cli_show_and_clear(tmp_path: Path) -> None:
     cleared = runner.invoke(app, ["cache", "clear", "--dir", str(tmp_path)])
     assert cleared.exit_code == 0, cleared.output
     assert "freed 2.0 MB (2 entries)" in cleared.output
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ["plans"] and os.listdir(tmp_path / "plans") == []
     assert clear(tmp_path) == cache.Cleared(0, 0, 0)
     assert "0 entries" in runner.invoke(app, ["cache", "show", "--dir", str(tmp_path / "none")]).output

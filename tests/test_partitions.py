@@ -46,6 +46,7 @@ def test_partitioned_model_is_tuned_then_served_in_tvm(tmp_path: Path) -> None:
     assert cache.STATS.tvm_runs == 2
     assert "aten.i0.default" in [str(n.target) for g in graphs for n in g.module.graph.nodes if n.op == "call_function"]
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    assert not list((tmp_path / "cache").glob("plans/*")), "a split with ops in PyTorch must be redone, not planned"
 
 
 def test_whole_model_module_of_a_partitioned_model_is_a_clear_error() -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from . import plan
 from .cache import CACHE, STATS, Entry, code_version
 from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
@@ -66,6 +67,7 @@ class SubgraphInfo:
     lowering: str = ""  # choose.Lowering as text: the conv layout (and Winograd shapes) chosen from the log
     flop: float = 0.0  # FLOP per call of its tasks
     transferred: list[str] = field(default_factory=list)  # of ``applied``: a stand-in's schedule, refitted (choose.stand_ins)
+    cache_key: str = ""  # its compile-cache entry
 
 
 @dataclass
@@ -193,6 +195,24 @@ class TvmSubgraph(torch.nn.Module):
         return (out,) if self.tuple_out and not isinstance(out, tuple) else out
 
 
+def _config_text(cfg: ServingConfig) -> str:
+    """What of a config a build depends on: target, records (by fingerprint), build and fallback policy."""
+    return f"{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}"
+
+
+class PlannedGraph(torch.nn.Module):
+    """A graph served as its plan says (``tunebench.plan``): one TVM subgraph called on the graph's
+    inputs, its outputs returned in the graph's order."""
+
+    def __init__(self, sub: TvmSubgraph, outputs: list[int]) -> None:
+        super().__init__()
+        self.sub, self.outputs = sub, outputs
+
+    def forward(self, *args: Any) -> tuple[Any, ...]:
+        out = self.sub(*args)
+        return tuple(out[i] for i in self.outputs)
+
+
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
     """Graph code, weights (by content), input shapes/dtypes, target, records, versions and tunebench's own code."""
     import tvm
@@ -203,7 +223,7 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
         h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
         h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().data)
     h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
-    h.update(f"|{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
+    h.update(f"|{_config_text(cfg)}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
     return h.hexdigest()
 
 
@@ -324,10 +344,20 @@ class GraphDispatcher:
         return self.prepare(*args).module(*args)
 
     def _build(self, args: tuple[Any, ...], cfg: ServingConfig, versions: tuple[tuple[int, int], ...]) -> CompiledGraph:
+        weights = tuple(args[i] for i in sorted(self.static))
+        key = plan.plan_key(self.gm, args, self.static, _config_text(cfg))
+        planned = self._planned(key, cfg) if key else None
+        if planned is not None:
+            STATS.plan_hits += 1
+            return CompiledGraph(planned[0], [planned[1]], weights, versions, cfg)
         split = partition(self.gm, args, self.static)
         fused = split.module
         subgraphs = [self._compile_partition(fused, part, cfg) for part in split.partitions]
         fused.recompile()
+        if key and len(subgraphs) == 1 and subgraphs[0].runner == "tvm":
+            found = plan.of_split(fused, subgraphs[0].cache_key, split.partitions[0].dynamic)
+            if found is not None:
+                plan.store(key, cfg.cache_dir, found)
         untuned = [s for s in subgraphs if s.runner == "pytorch" and not s.reason]
         if untuned:
             tasks, applied = sum(s.tasks for s in untuned), sum(len(s.applied) for s in untuned)
@@ -337,7 +367,17 @@ class GraphDispatcher:
                 UntunedFallbackWarning,
                 stacklevel=3,
             )
-        return CompiledGraph(fused, subgraphs, tuple(args[i] for i in sorted(self.static)), versions, cfg)
+        return CompiledGraph(fused, subgraphs, weights, versions, cfg)
+
+    def _planned(self, key: str, cfg: ServingConfig) -> tuple[torch.nn.Module, SubgraphInfo] | None:
+        """The graph served as a plan recorded by an earlier build says, if its library is still cached."""
+        found = plan.load(key, cfg.cache_dir)
+        entry = CACHE.cached(found.entry_key, cfg.cache_dir) if found is not None else None
+        if found is None or entry is None or entry.runner != "tvm":
+            return None
+        sub = TvmSubgraph(entry.module, found.inputs, True, cfg.num_threads)
+        said = {"lowering": entry.lowering, "flop": entry.flop, "transferred": entry.transferred, "cache_key": found.entry_key}
+        return PlannedGraph(sub, found.outputs), SubgraphInfo(found.name, "tvm", entry.tasks, entry.applied, **said)
 
     def _compile_partition(self, fused: torch.fx.GraphModule, part: Partition, cfg: ServingConfig) -> SubgraphInfo:
         key = _cache_key(part.module, part.bound, part.examples, cfg)
@@ -348,7 +388,8 @@ class GraphDispatcher:
             return SubgraphInfo(part.name, "pytorch", 0, reason=str(e))
         if entry.runner == "tvm":
             setattr(fused, part.name, TvmSubgraph(entry.module, part.dynamic, part.tuple_out, cfg.num_threads))
-        return SubgraphInfo(part.name, entry.runner, entry.tasks, entry.applied, lowering=entry.lowering, flop=entry.flop, transferred=entry.transferred)
+        said = {"lowering": entry.lowering, "flop": entry.flop, "transferred": entry.transferred, "cache_key": key}
+        return SubgraphInfo(part.name, entry.runner, entry.tasks, entry.applied, **said)
 
 
 def _version(t: torch.Tensor) -> int:

@@ -67,9 +67,10 @@ class CacheStats:
     memory_hits: int = 0
     disk_hits: int = 0
     tvm_runs: int = 0  # calls into a compiled TVM subgraph
+    plan_hits: int = 0  # graphs served by a remembered split (``tunebench.plan``), not exported and partitioned again
 
     def reset(self) -> None:
-        self.compiles = self.memory_hits = self.disk_hits = self.tvm_runs = 0
+        self.compiles = self.memory_hits = self.disk_hits = self.tvm_runs = self.plan_hits = 0
 
 
 STATS = CacheStats()
@@ -157,6 +158,22 @@ class CompileCache:
                 self.memory[key] = entry
         if stored:
             self._evict(folder, keep=key)
+        return entry
+
+    def cached(self, key: str, directory: Path | None) -> Entry | None:
+        """``key``'s entry from memory or disk, never built (a caller with another way to make it)."""
+        entry, key_lock = self._lookup(key)
+        if entry is not None:
+            return entry
+        folder = directory or default_cache_dir()
+        with key_lock, _file_lock(folder / f"{key}.lock"):
+            if key in self.memory:  # loaded by the thread this one waited for
+                return self.memory[key]
+            entry = self._load(key, folder)
+            if entry is not None:
+                with self._mutex:
+                    self.memory[key] = entry
+                    STATS.disk_hits += 1
         return entry
 
     def _lookup(self, key: str) -> tuple[Entry | None, threading.Lock]:
@@ -323,7 +340,7 @@ def list_entries(directory: Path | None = None) -> DiskListing:
 
 def clear(directory: Path | None = None) -> Cleared:
     """Delete every entry, temp and lock file in ``directory`` (default: ``default_cache_dir()``) but
-    those of keys another process holds the lock of, and the log digests; other files are left alone."""
+    those of keys another process holds the lock of, and the log digests and plans; other files are left alone."""
     folder = directory or default_cache_dir()
     if not folder.is_dir():
         return Cleared(0, 0, 0)
@@ -336,10 +353,11 @@ def clear(directory: Path | None = None) -> Cleared:
             busy += key in stored
         else:
             entries, freed = entries + (key in stored), freed + got
-    for digest in (folder / "digests").glob("*.jsonl.gz"):  # ``digest``'s reduced logs: re-made on the next read
+    # ``digest``'s reduced logs and ``plan``'s remembered splits: re-made on the next read or build
+    for derived in [*(folder / "digests").glob("*.jsonl.gz"), *(folder / "plans").glob("*.json")]:
         with suppress(FileNotFoundError):
-            size = digest.stat().st_size
-            digest.unlink()
+            size = derived.stat().st_size
+            derived.unlink()
             freed += size
     return Cleared(entries, freed, busy)
 
