@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, HOSTS, PATIENT, TINY, Host
-from tunebench import api, build, choose, layout, runtime
+from tunebench import api, build, choose, layout, runtime, target
 from tunebench.errors import TunebenchError
 from tunebench.records import HistoryLog, Record, WorkloadEntry, read_log
 from tunebench.target import resolve_target
@@ -43,11 +43,11 @@ def test_blocked_lowering_matches_eager() -> None:
         api.lower_model(TINY, "avx2", layout="nhwc")
 
 
-def _log(tasks: list, seconds: float, protocol: str) -> HistoryLog:
+def _log(tasks: list, seconds: float, protocol: str, host: dict | None = None) -> HistoryLog:
     log = HistoryLog()
     for t in tasks:
         log.workloads[t.workload_key] = WorkloadEntry(t.workload_key, t.name, t.flop, "", t.weight)
-        log.records.append(Record(t.workload_key, [], [], [seconds], None, TARGET, {}, "0.27", protocol=protocol))
+        log.records.append(Record(t.workload_key, [], [], [seconds], None, TARGET, dict(host or {}), "0.27", protocol=protocol))
     return log
 
 
@@ -62,7 +62,7 @@ def test_the_lowering_the_log_measured_fastest_is_served() -> None:
     both = _log(nchw.tasks, 2e-3, "cold")  # the stem conv's task is the same workload in both
     both.extend(_log([t for t in blocked.tasks if t.workload_key not in both.workloads], 1e-4, "cold"))
     chosen = pick(both)
-    assert chosen.layout == "blocked" and chosen.estimate[1] < sum(t.weight * 2e-3 for t in nchw.tasks)
+    assert chosen.layout == "blocked" and chosen.estimate[-1] < sum(t.weight * 2e-3 for t in nchw.tasks)
     # one blocked task without a record: the complete NCHW lowering wins
     partial = HistoryLog(workloads=both.workloads, records=both.records[:-1])
     assert pick(partial).layout == "nchw"
@@ -70,6 +70,14 @@ def test_the_lowering_the_log_measured_fastest_is_served() -> None:
     warm = _log(nchw.tasks, 2e-3, "cold")
     warm.extend(_log([t for t in blocked.tasks if t.workload_key not in warm.workloads], 1e-4, "warm"))
     assert pick(warm).layout == "nchw"
+    # faster, but timed on another kind of machine: never preferred to a lowering timed here throughout
+    here = {"llvm_cpu": target.llvm_system_cpu(), "threads": spec.num_cores}
+    local = _log(nchw.tasks, 2e-3, "cold", host=here)
+    local.extend(_log([t for t in blocked.tasks if t.workload_key not in local.workloads], 1e-4, "cold"))
+    assert pick(local).layout == "nchw"
+    for r in local.records:  # once the blocked tasks are timed here too, speed decides again
+        r.host = here
+    assert pick(local).layout == "blocked"
     # a lowering given blocked finds the NCHW one too
     only_nchw = _log(nchw.tasks, 2e-3, "cold")
     assert choose.choose_lowering(nchw.source, blocked.relax_mod, "blocked", spec, only_nchw, choose.best_records(only_nchw, spec)).layout == "nchw"

@@ -5,8 +5,9 @@ partitions with too): operators the Relax torch frontend converts form TVM subgr
 else stays in PyTorch, so a model with one unsupported op still runs.
 
 Each distinct call signature (input shapes and dtypes, the weights' storage, plus the active
-``ServingConfig``) gets its own specialized graph: traced to core ATen with ``make_fx``, partitioned with torch.fx's
-``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache. Parameters and
+``ServingConfig``) gets its own specialized graph: exported to core ATen, partitioned with torch.fx's
+``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache; a graph wholly in
+one TVM subgraph is remembered (``tunebench.plan``), and the next process skips straight to the cache. Parameters and
 buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
 tune``). Weights changed after compiling are caught by their version counters (``load_state_dict``,
 in-place updates under ``no_grad``): the graph is rebuilt under the config it was built with, with a

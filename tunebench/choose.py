@@ -99,7 +99,7 @@ class Lowering:
     mod: Any
     layout: str  # layout.LAYOUTS
     winograd: list[Any] = field(default_factory=list)  # conv shapes lowered as Winograd
-    estimate: tuple[int, float] = (len(PROTOCOLS), float("inf"))  # (worst timing protocol, seconds): lower is better
+    estimate: tuple[float, ...] = (1, float("inf"))  # ``_estimate``'s key, lower is better; (1, ...): a task has no record
 
     def __str__(self) -> str:
         return f"{self.layout} layout" + (f", Winograd for {len(self.winograd)} conv shape(s)" if self.winograd else "")
@@ -114,8 +114,9 @@ def choose_lowering(
     the log holds its workloads, and with ``winograd`` the NCHW lowering with each conv shape in
     the implementation the log measured faster (``winograd_shapes``). Each candidate's estimate is
     ``tasks.model_latency`` over the best records; a candidate with a task lacking a record never
-    wins, and one resting on any warm record loses to one timed cold throughout (latencies of two
-    protocols are not comparable). ``given`` is kept when no candidate is fully covered.
+    wins, one resting on any record timed on another kind of machine loses to one timed here
+    throughout, and one resting on any warm record to one timed cold throughout (latencies of two
+    machines, or two protocols, are not comparable). ``given`` is kept when no candidate is fully covered.
     """
     from .frontend import optimize
     from .layout import in_log
@@ -133,26 +134,28 @@ def choose_lowering(
         if shapes:
             options.append(Lowering(mod, "nchw", shapes))
     for option in options:
-        option.estimate = _estimate(extract_tasks(option.mod, target), log, best)
+        option.estimate = _estimate(extract_tasks(option.mod, target), log, best, target.measurement_class())
     chosen = min(options, key=lambda o: o.estimate)
-    return chosen if chosen.estimate[0] < len(PROTOCOLS) else options[0]
+    return chosen if chosen.estimate[0] == 0 else options[0]
 
 
-def _estimate(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> tuple[int, int, float]:
-    """(worst timing protocol, 1 if any task is served by a stand-in, estimated seconds) of a lowering; a task
-    with neither a record nor a stand-in makes it (len(PROTOCOLS), ...): it never wins. A stand-in's
-    time is its relative's, scaled by FLOP: a guess, so any lowering timed throughout beats it."""
+def _estimate(tasks: list[Task], log: HistoryLog, best: dict[str, Record], here: str) -> tuple[int, int, int, int, float]:
+    """A lowering's sort key: (1 if a task has neither a record nor a stand-in, 1 if any record was
+    timed on another kind of machine than ``here``, worst timing protocol, 1 if any task is served
+    by a stand-in, estimated seconds). A stand-in's time is its relative's, scaled by FLOP: a
+    guess, so any lowering timed throughout beats it."""
     subs = stand_ins([t for t in tasks if t.workload_key not in best], log, best)
     timed = {t.workload_key: best[t.workload_key] for t in tasks if t.workload_key in best} | {k: best[v[0]] for k, v in subs.items()}
     if len(timed) < len({t.workload_key for t in tasks}):
-        return (len(PROTOCOLS), 0, float("inf"))
+        return (1, 1, len(PROTOCOLS), 1, float("inf"))
     flop = {k: w.flop for k, w in log.workloads.items()}
 
     def seconds(t: Task) -> float:
         r = timed[t.workload_key]
         return r.latency * (t.flop / flop[r.key] if r.key != t.workload_key and flop.get(r.key) else 1.0)
 
-    return (max(PROTOCOLS.index(r.protocol) for r in timed.values()), int(bool(subs)), model_latency(tasks, seconds))
+    elsewhere = any(r.measured_class != here for r in timed.values())
+    return (0, int(elsewhere), max(PROTOCOLS.index(r.protocol) for r in timed.values()), int(bool(subs)), model_latency(tasks, seconds))
 
 
 def stand_ins(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> dict[str, list[str]]:
