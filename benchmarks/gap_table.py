@@ -3,6 +3,8 @@ PyTorch eager (oneDNN) time of the same convolution, from the PyTorch profiler.
 
     .venv/bin/python benchmarks/gap_table.py --log tuning_logs/resnet18-avx2.jsonl.gz [--model resnet18] [--target avx2]
 
+Blocked-layout tasks (NCHW[b]c) are matched to the eager conv of the same unblocked shapes.
+
 TVM times are the log's best measurement per task (MetaSchedule's runner, kernel alone).
 PyTorch times are the median wall time of the ``nn.Conv2d`` with the same input and weight shapes,
 timed by forward hooks over eager runs. Conv FLOP = 2 x MAC; a fused TVM task also does the
@@ -28,15 +30,22 @@ from tunebench.choose import best_records
 
 
 def task_conv_key(task: object) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(input NCHW, weight OIHW) of a fused conv task, read off its TIR signature (first two buffers)."""
+    """(input NCHW, weight OIHW) of a fused conv task, read off its TIR signature (first two buffers:
+    data and weight, NCHW/OIHW or blocked NCHW[b]c/OIHW[b]i[b]o, unblocked here)."""
     if not task.anchor.startswith("conv2d"):  # type: ignore[attr-defined]
         return None
     func = next(iter(task.mod.functions.values()))  # type: ignore[attr-defined]
     header = func.script().split("T.func_attr", 1)[0]
     # each parameter reads: name: T.Buffer((T.int64(1), T.int64(64), ...), "float32")
     shapes = [tuple(int(n) for n in re.findall(r"\d+", dims.replace("T.int64", ""))) for dims in re.findall(r"T\.Buffer\(\((.*?)\), \"", header)]
-    four_d = [x for x in shapes if len(x) == 4]
-    return (four_d[0], four_d[1]) if len(four_d) >= 2 else None
+    if len(shapes) < 2:
+        return None
+    data, weight = shapes[0], shapes[1]
+    if len(data) == 5:  # N, C/b, H, W, b
+        data = (data[0], data[1] * data[4], data[2], data[3])
+    if len(weight) == 6:  # O/bo, I/bi, KH, KW, bi, bo
+        weight = (weight[0] * weight[5], weight[1] * weight[4], weight[2], weight[3])
+    return (data, weight) if len(data) == len(weight) == 4 else None
 
 
 def eager_conv_times(model: torch.nn.Module, x: torch.Tensor, runs: int) -> dict[tuple, list[float]]:
