@@ -222,7 +222,7 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
     for j in sorted(bound):
         t = bound[j].detach()
         h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
-        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().data)
+        h.update(plan.tensor_bytes(t))
     h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
     h.update(f"|{_config_text(cfg)}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
     return h.hexdigest()

@@ -145,6 +145,15 @@ class CompileCache:
     def get(self, key: str, directory: Path | None, build: Callable[[], Entry]) -> Entry:
         """``key``'s entry from memory, else disk, else ``build()`` (then stored); a caller that finds
         another thread or process building the key waits for that build instead of repeating it."""
+        entry = self._fetch(key, directory, build)
+        assert entry is not None  # built when not found
+        return entry
+
+    def cached(self, key: str, directory: Path | None) -> Entry | None:
+        """``key``'s entry from memory or disk, never built (a caller with another way to make it)."""
+        return self._fetch(key, directory, None)
+
+    def _fetch(self, key: str, directory: Path | None, build: Callable[[], Entry] | None) -> Entry | None:
         entry, key_lock = self._lookup(key)
         if entry is not None:
             return entry
@@ -154,26 +163,11 @@ class CompileCache:
             if entry is not None:
                 return entry
             entry, stored = self._load_or_build(key, folder, build)
-            with self._mutex:
-                self.memory[key] = entry
-        if stored:
-            self._evict(folder, keep=key)
-        return entry
-
-    def cached(self, key: str, directory: Path | None) -> Entry | None:
-        """``key``'s entry from memory or disk, never built (a caller with another way to make it)."""
-        entry, key_lock = self._lookup(key)
-        if entry is not None:
-            return entry
-        folder = directory or default_cache_dir()
-        with key_lock, _file_lock(folder / f"{key}.lock"):
-            if key in self.memory:  # loaded by the thread this one waited for
-                return self.memory[key]
-            entry = self._load(key, folder)
             if entry is not None:
                 with self._mutex:
                     self.memory[key] = entry
-                    STATS.disk_hits += 1
+        if stored:
+            self._evict(folder, keep=key)
         return entry
 
     def _lookup(self, key: str) -> tuple[Entry | None, threading.Lock]:
@@ -183,15 +177,17 @@ class CompileCache:
                 STATS.memory_hits += 1
             return entry, self._key_locks.setdefault(key, threading.Lock())
 
-    def _load_or_build(self, key: str, folder: Path, build: Callable[[], Entry]) -> tuple[Entry, bool]:
+    def _load_or_build(self, key: str, folder: Path, build: Callable[[], Entry] | None) -> tuple[Entry | None, bool]:
         """Under the key's file lock, so a process that waited loads what the builder stored; the
-        second value says whether a new entry reached the disk."""
+        second value says whether a new entry reached the disk. No ``build``: None when not on disk."""
         with _file_lock(folder / f"{key}.lock"):
             entry = self._load(key, folder)
             if entry is not None:
                 with self._mutex:
                     STATS.disk_hits += 1
                 return entry, False
+            if build is None:
+                return None, False
             with self._mutex:
                 STATS.compiles += 1
             entry = build()

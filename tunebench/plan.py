@@ -53,12 +53,18 @@ def plan_key(gm: Any, args: tuple[Any, ...], static: frozenset[int], config_text
         if isinstance(a, torch.Tensor):
             h.update(f"|{i}:{tuple(a.shape)}:{a.dtype}:{i in static}|".encode())
             if i in static:  # weights are baked into the library: by content
-                h.update(a.detach().reshape(-1).contiguous().view(torch.uint8).numpy().data)
+                h.update(tensor_bytes(a))
         else:
             h.update(f"|{i}:{a!r}|".encode())
     for name, t in [*gm.named_parameters(), *gm.named_buffers()]:  # constants the graph holds itself
-        h.update(f"|{name}|".encode() + t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().data)
+        h.update(f"|{name}|".encode())
+        h.update(tensor_bytes(t))
     return h.hexdigest()
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """A tensor's contents as bytes to hash (a key that binds weights into a library keys them by content)."""
+    return t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().data
 
 
 def of_split(fused: torch.fx.GraphModule, entry_key: str, dynamic: list[int]) -> Plan | None:
