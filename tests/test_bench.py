@@ -17,10 +17,10 @@ import torch
 
 from tests.conftest import Host, rewritten
 from tunebench import bench, cache
-from tunebench.backend import TvmSubgraph
 from tunebench.bench import apply_model
 from tunebench.errors import TunebenchError
 from tunebench.records import read_log
+from tunebench.runtime import TvmSubgraph
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 

@@ -2,7 +2,8 @@
 
 The package imports nothing heavy: torch and TVM load on first use of a function that needs
 them, so ``tunebench --help`` stays fast. Imported before torch, it bounds how long PyTorch's
-OpenMP threads spin beside TVM's pool (``spin``).
+OpenMP threads spin beside TVM's pool (``spin``), and has TVM's import skip a 0.6 s
+error backtrace (``tvm_import``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import importlib
 from typing import Any
 
 from .spin import bound_openmp_spin
+from .tvm_import import on_tvm_import
 
 bound_openmp_spin()
+on_tvm_import()
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -29,6 +32,8 @@ _LAZY = {
     "disable": "tunebench.context",
     "compile": "tunebench.backend",
     "stats": "tunebench.cache",
+    "save": "tunebench.deploy",
+    "load": "tunebench.deploy",
 }
 
 

@@ -39,7 +39,7 @@ from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
 from .partition import Partition, partition, static_inputs
 from .partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
-from .spin import advise_once
+from .runtime import TvmSubgraph
 
 OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
 
@@ -155,45 +155,6 @@ def _build_lock() -> Any:
     from torch._dynamo.convert_frame import compile_lock
 
     return compile_lock
-
-
-_pool = threading.local()  # TVM's thread pool is per calling thread, so is the size it was given
-
-
-def _set_threads(n: int) -> None:
-    """Size this thread's TVM pool (only when it changes: reconfiguring restarts the workers)."""
-    from .runtime import set_tvm_threads
-
-    if getattr(_pool, "size", 0) != n:
-        set_tvm_threads(n)
-        _pool.size = n
-
-
-class TvmSubgraph(torch.nn.Module):
-    """Stands in for a partition: calls the Relax VM on the non-constant inputs, by DLPack."""
-
-    def __init__(self, module: Any, dynamic: list[int], tuple_out: bool, num_threads: int | None) -> None:
-        import tvm
-        from tvm import relax
-
-        super().__init__()
-        self._vm = relax.VirtualMachine(module, tvm.cpu())
-        self._main = self._vm["main"]
-        self._lock = threading.Lock()  # the VM keeps its frames on the instance: one call at a time
-        advise_once()
-        self.dynamic, self.tuple_out, self.num_threads = dynamic, tuple_out, num_threads
-
-    def forward(self, *args: Any) -> Any:
-        import tvm
-
-        from .runtime import to_torch
-
-        _set_threads(self.num_threads or torch.get_num_threads())
-        inputs = [tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]
-        with self._lock:
-            STATS.tvm_runs += 1
-            out = to_torch(self._main(*inputs), torch)
-        return (out,) if self.tuple_out and not isinstance(out, tuple) else out
 
 
 def _config_text(cfg: ServingConfig) -> str:

@@ -325,6 +325,26 @@ def apply_cmd(
     console.print(f"median latency over {r.rounds} rounds, {r.protocol}: tunebench {r.tvm_ms:.2f} ms, eager {r.eager_ms:.2f} ms ({r.eager_ms / r.tvm_ms:.2f}x)")
 
 
+@app.command("save")
+def save_cmd(
+    model: str,
+    path: Annotated[Path, typer.Argument(help="folder to write the artifact to (replaced if it holds one)")],
+    log: Annotated[Path, typer.Option(help="history log, or a directory of logs, whose best records are applied")],
+    target: LogTargetOpt = None,
+    batch: Annotated[Optional[int], typer.Option(help="batch dimension of the example input")] = None,
+    fallback: Annotated[str, typer.Option(help="untuned: refuse a model with untuned tasks (they would run in PyTorch); never: build them anyway")] = "untuned",
+) -> None:
+    """Compile MODEL with LOG's best records and save it as a folder that tunebench.load serves
+    with TVM's runtime alone: no dynamo, no TVM compiler, a fast start for a server."""
+    from .deploy import save
+    from .zoo import get_model, with_batch
+
+    net, inputs = get_model(model)
+    manifest = save(net, with_batch(inputs, batch), path, logs=str(log), target=target, fallback=fallback)
+    shapes = ", ".join("x".join(map(str, shape)) + f" {dtype}" for shape, dtype in manifest.inputs)
+    console.print(f"{model} ({shapes}): {manifest.coverage}; saved to {path} for {manifest.target.get('mcpu')}", soft_wrap=True, markup=False)
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True, highlight=False)
 

@@ -70,8 +70,9 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
 def of_split(fused: torch.fx.GraphModule, entry_key: str, dynamic: list[int]) -> Plan | None:
     """The plan of a split graph if all it does is call one partition on its own inputs and return
     that partition's outputs (as a tuple, dynamo's convention); else None. ``dynamic`` are the
-    positions of the partition's arguments a call passes (the rest are weights, in the library)."""
-    nodes = [n for n in fused.graph.nodes if n.op not in ("placeholder", "output")]
+    positions of the partition's arguments a call passes (the rest are weights, in the library,
+    which a module's own parameters reach as ``get_attr`` nodes)."""
+    nodes = [n for n in fused.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
     calls = [n for n in nodes if n.op == "call_module"]
     placeholders = [n for n in fused.graph.nodes if n.op == "placeholder"]
     if len(calls) != 1 or any(n.op != "call_module" and not _is_getitem(n, calls[0]) for n in nodes):
