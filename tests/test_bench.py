@@ -30,12 +30,12 @@ def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path)
     # tests could not show that --threads reaches TVM
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "tunebench.cli", "bench", TINY, "--log", str(tiny_log), "--iters", "5", "--warmup", "1", "--settle", "1", "--threads", "2"]
-    cmd += ["--torch-isa", "avx2", "--json", str(out)]
+    cmd += ["--torch-isa", "avx2", "--untuned", "--saved", "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
     cols = {c["name"]: c for c in data["columns"]}
-    assert list(cols) == [bench.EAGER, bench.INDUCTOR, bench.UNTUNED, bench.TUNED]
+    assert list(cols) == [bench.EAGER, bench.INDUCTOR, bench.UNTUNED, bench.TUNED, bench.SAVED]
     for c in cols.values():
         assert c["status"] == "ok", (c["name"], c["reason"])
         assert len(c["times_s"]) == 5 and c["median_s"] > 0 and c["p10_s"] <= c["median_s"] <= c["p90_s"]
@@ -65,14 +65,17 @@ def test_torch_isa_needs_a_fresh_process() -> None:
 
 def test_tuned_column_is_the_serving_path(tiny_log: Path) -> None:
     runs = cache.STATS.tvm_runs
-    result = bench.run_bench(TINY, log=tiny_log, iters=3, warmup=1, inductor=False, untuned=False, whole_model=True)
-    tuned, whole = result.column(bench.TUNED), result.column(bench.WHOLE)
+    result = bench.run_bench(TINY, log=tiny_log, iters=3, warmup=1, inductor=False, whole_model=True, saved=True)
+    tuned, whole, saved = result.column(bench.TUNED), result.column(bench.WHOLE), result.column(bench.SAVED)
+    assert result.column(bench.UNTUNED).reason.startswith("with a log, only with --untuned")  # it distorts the other columns
     assert tuned.status == "ok" and tuned.max_abs_err is not None and tuned.max_abs_err <= 1e-3 and tuned.compile_s
     assert tuned.coverage == "1/1 subgraphs in TVM, 2/2 tasks tuned, nchw layout" and tuned.served.applied == 2
-    # every call of the column (compile, check, warm-up, samples) ran the backend's TVM subgraph
-    assert cache.STATS.tvm_runs - runs == 3 + 3 * tuned.calls_per_sample
+    assert saved.status == "ok" and saved.max_abs_err <= 1e-3 and saved.coverage == tuned.coverage and saved.served == tuned.served
+    # every call of the tuned column (compile, check, warm-up, samples) ran the backend's TVM subgraph,
+    # and every call of the saved one (check, warm-up, samples) the loaded library's
+    assert cache.STATS.tvm_runs - runs == 3 + 3 * tuned.calls_per_sample + 2 + 3 * saved.calls_per_sample
     assert whole.status == "ok" and whole.max_abs_err <= 1e-3 and whole.coverage == tuned.coverage and len(whole.times) == 3
-    assert result.lower_s is not None and [c["name"] for c in result.to_json()["columns"]][-1] == bench.WHOLE
+    assert result.lower_s is not None and [c["name"] for c in result.to_json()["columns"]][-2:] == [bench.WHOLE, bench.SAVED]
     assert "strict alternation" in result.to_json()["protocol"]
 
 
@@ -111,8 +114,8 @@ def test_a_task_without_records_served_by_a_relative_is_said_so(tiny_log: Path, 
 def test_log_this_host_cannot_use_skips_the_tuned_column(tiny_log: Path, tmp_path: Path, fake_host: Callable[[str], Host]) -> None:
     foreign = rewritten(tiny_log, tmp_path / "foreign.jsonl", target={"mcpu": "skylake-avx512"})
     fake_host("zen3")  # an AVX2-only host
-    result = bench.run_bench(TINY, log=foreign, iters=1, warmup=1, inductor=False, untuned=False, whole_model=True)
-    for name in (bench.TUNED, bench.WHOLE):
+    result = bench.run_bench(TINY, log=foreign, iters=1, warmup=1, inductor=False, untuned=False, whole_model=True, saved=True)
+    for name in (bench.TUNED, bench.WHOLE, bench.SAVED):
         col = result.column(name)
         assert col.status == "skipped" and not col.times and col.compile_s is None, name
         assert col.reason.startswith("no record in the log is usable here: it was tuned for skylake-avx512, this run's target is core-avx2")
@@ -139,7 +142,7 @@ def test_wrong_outputs_are_failed_not_timed(tiny_log: Path, monkeypatch: pytest.
     monkeypatch.setattr(TvmSubgraph, "forward", wrong)
     monkeypatch.setattr(CompiledModel, "__call__", lambda self, *xs: torch.randn(1, 8, 16, 16))
     monkeypatch.setattr(bench, "_inductor", lambda module, inputs: lambda: torch.zeros(1, 8, 16, 16))
-    result = bench.run_bench(TINY, log=tiny_log, iters=2, warmup=1, whole_model=True)
+    result = bench.run_bench(TINY, log=tiny_log, iters=2, warmup=1, whole_model=True, untuned=True)
     assert result.column(bench.EAGER).status == "ok"
     for name in (bench.INDUCTOR, bench.UNTUNED, bench.TUNED, bench.WHOLE):
         col = result.column(name)

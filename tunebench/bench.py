@@ -35,6 +35,7 @@ from .zoo import with_batch
 
 EAGER, INDUCTOR, UNTUNED, TUNED = "eager", "inductor", "tunebench-untuned", "tunebench-tuned"
 WHOLE = "tunebench-whole-model"
+SAVED = "tunebench-saved"
 # What each column times, as the JSON and the table caption say it.
 PATHS = {
     EAGER: "model(*inputs)",
@@ -42,6 +43,7 @@ PATHS = {
     UNTUNED: 'torch.compile(model, backend="tunebench") with no records and fallback "never" (naive TVM kernels)',
     TUNED: 'torch.compile(model, backend="tunebench") inside tunebench.apply_history_best(log)',
     WHOLE: "build.compile_model: the whole model lowered and built at once, no dynamo, no partitioner",
+    SAVED: "tunebench.load(folder) after tunebench.save(model, inputs, folder) with the log's records: no dynamo",
 }
 # Naive (unscheduled) TVM kernels run tens of times slower than eager: above this much work one
 # untuned call takes seconds, so that column is opt-in (--untuned).
@@ -258,6 +260,7 @@ def run_bench(
     winograd: bool = False,
     untuned: bool | None = None,
     whole_model: bool = False,
+    saved: bool = False,
     inductor: bool = True,
     fallback: str = "untuned",
     torch_isa: str | None = None,
@@ -266,7 +269,7 @@ def run_bench(
     """Benchmark ``model`` (zoo name or ``file.py:factory``): eager, inductor, and tunebench as users serve it.
 
     ``untuned=None`` runs the untuned TVM column only under UNTUNED_GFLOP_LIMIT; ``whole_model`` adds
-    the ``build.compile_model`` column; ``inductor=False`` and ``fallback`` (the backend's policy for
+    the ``build.compile_model`` column, ``saved`` the ``tunebench.save``/``load`` one; ``inductor=False`` and ``fallback`` (the backend's policy for
     untuned subgraphs) serve ``tunebench apply``. ``torch_isa`` (a ``TORCH_ISA`` key) caps PyTorch's ISA.
     """
     isa_env = _cap_torch_isa(torch_isa)
@@ -282,6 +285,8 @@ def run_bench(
         ref = module(*inputs)
         serving = _Serving(spec, history, cache_dir, fallback, winograd)
         columns, lower_s = _columns(module, inputs, serving, counted, untuned, inductor, whole_model)
+        if saved:
+            columns.append(_saved_column(module, inputs, serving, _unusable(history, spec)))
         _check(columns, ref)
         _time(columns, iters, warmup, settle)
     flop, flop_source = _flop(counted, columns)
@@ -440,7 +445,13 @@ def _serve(col: Column, module: Any, inputs: tuple[Any, ...], cfg: Any) -> None:
 
 
 def _untuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None) -> Column:
-    """TVM with no records, every subgraph forced into TVM: the naive kernels tuning starts from."""
+    """TVM with no records, every subgraph forced into TVM: the naive kernels tuning starts from.
+
+    By default only for a small model run without a log. Beside a log's columns it distorted them:
+    bert_tiny, Zen 4, 60 rounds with ``--settle 1``, eager ran 1.2-1.4 ms per call except for phases
+    of 10-15 rounds at 15-16 ms (inductor 1.1 vs 18 ms), the TVM columns untouched; without the
+    untuned column, no such phase in 60 or 100 rounds (what the naive calls leave behind was not found).
+    """
     from .context import make_config
 
     col = Column(UNTUNED)
@@ -448,6 +459,8 @@ def _untuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, flo
         col.skip("--no-untuned")
     elif untuned is None and flop > UNTUNED_GFLOP_LIMIT * 1e9:
         col.skip(f"{flop / 1e9:.2f} GFLOP > {UNTUNED_GFLOP_LIMIT}: naive kernels are tens of times slower; pass --untuned")
+    elif untuned is None and serving.history is not None:
+        col.skip("with a log, only with --untuned: its naive kernels slowed the PyTorch columns beside them")
     else:
         _serve(col, module, inputs, make_config(None, serving.spec, fallback="never", cache_dir=serving.cache_dir))
     return col
@@ -509,6 +522,33 @@ def _whole_model_column(module: Any, inputs: tuple[Any, ...], serving: _Serving,
     else:
         col.skip(f"no record of the log matches this model's tasks ({col.coverage})")
     return col, lower_s
+
+
+def _saved_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusable: str) -> Column:
+    """The tuned build saved as an artifact and loaded back (``tunebench.save``, ``tunebench.load``),
+    called without dynamo. Its compile time is ``save``'s build (the module exported whole, not
+    dynamo's graph: another cache entry than the tuned column's), writing and loading."""
+    from .backend import Served
+    from .context import apply_history_best
+    from .deploy import load, save
+
+    col = Column(SAVED)
+    if serving.history is None or unusable:
+        col.skip(unusable or "no --log given")
+        return col
+    settings = {"fallback": serving.fallback, "winograd": serving.winograd, "cache_dir": serving.cache_dir}
+    try:
+        t0 = time.perf_counter()
+        with apply_history_best(serving.history, serving.spec, **settings):
+            manifest = save(module, inputs, Path(serving.cache_dir) / "saved")
+        deployed = load(Path(serving.cache_dir) / "saved")
+        col.compile_s = time.perf_counter() - t0
+    except TunebenchError as e:  # split or untuned: nothing to save
+        col.skip(str(e))
+        return col
+    col.served, col.coverage = Served(**manifest.served), manifest.coverage
+    col.fn = lambda: deployed(*inputs)
+    return col
 
 
 def _check(columns: list[Column], ref: Any) -> None:
@@ -588,6 +628,8 @@ def table(result: BenchResult) -> Any:
     paths = f"{UNTUNED} and {TUNED}: {PATHS[TUNED].split(' inside')[0]} (tuned: inside apply_history_best(log))"
     if any(c.name == WHOLE for c in result.columns):
         paths += f"; {WHOLE}: {PATHS[WHOLE].split(':')[0]} (whole model)"
+    if any(c.name == SAVED for c in result.columns):
+        paths += f"; {SAVED}: tunebench.save, then tunebench.load (no dynamo)"
     threads = f"{result.threads['torch']} torch / {result.threads['tvm']} TVM threads"
     t = Table(
         title=f"{result.model} ({shapes}), {threads}, {result.iters} rounds, {result.protocol}{isa}",

@@ -174,10 +174,11 @@ def bench(
     warmup: Annotated[int, typer.Option(help="untimed calls per column before timing")] = 3,
     settle: Annotated[int, typer.Option(help="untimed calls of a column right before each of its samples (0: strict A B C alternation)")] = 0,
     winograd: Annotated[bool, typer.Option("--winograd", help="serve Winograd for conv shapes whose Winograd records beat the direct ones")] = False,
-    untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only under 0.5 GFLOP)")] = None,
+    untuned: Annotated[Optional[bool], typer.Option("--untuned/--no-untuned", help="untuned TVM column (default: only without --log, under 0.5 GFLOP)")] = None,
     whole_model: Annotated[
         bool, typer.Option("--whole-model", help="also time the whole-model build (build.compile_model, no dynamo) with LOG's records")
     ] = False,
+    saved: Annotated[bool, typer.Option("--saved", help="also time LOG's build saved and loaded back (tunebench.save/load: no dynamo)")] = False,
     torch_isa: Annotated[Optional[str], typer.Option(help="cap PyTorch's instruction set (avx2, avx512): a same-ISA comparison")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
@@ -197,6 +198,7 @@ def bench(
         winograd=winograd,
         untuned=untuned,
         whole_model=whole_model,
+        saved=saved,
         torch_isa=torch_isa,
         command="tunebench " + shlex.join(sys.argv[1:]),
     )

@@ -45,12 +45,13 @@ class Manifest:
     outputs: list[int]  # each flat model output as an index into the library's outputs
     out_spec: str  # the model output's pytree structure (torch.utils._pytree.treespec_dumps)
     coverage: str  # as the backend reported it when saved
+    served: dict[str, Any]  # the same, as ``backend.Served``'s fields (for ``tunebench bench --saved``)
 
 
 def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os.PathLike[str], **options: Any) -> Manifest:
     """Compile ``model`` for ``example_inputs`` ahead of time (``tunebench.compile``, same options and
     active ``apply_history_best`` block) and write its artifact to the folder ``path``."""
-    from .backend import compile
+    from .backend import compile, served
     from .cache import default_cache_dir
     from .plan import of_split
     from .target import required_flags
@@ -80,6 +81,7 @@ def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os
         plan.outputs,
         pytree.treespec_dumps(spec),
         graph.coverage(),
+        asdict(served([graph])),
     )
     if len(leaves) != len(plan.outputs):
         raise TunebenchError(f"the model returns {len(leaves)} tensors but its graph {len(plan.outputs)}; cannot save it")
