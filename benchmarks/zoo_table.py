@@ -1,15 +1,16 @@
 """The zoo table: every model with a shipped log, eager vs inductor vs tunebench, with what its log cost.
 
 For each ``tuning_logs/<model>-<target>.jsonl.gz`` of a zoo model whose records this CPU can run,
-runs ``tunebench bench MODEL --log LOG --iters N --settle 1 --json benchmarks/results/zoo/<model>-<target>.json``
+runs ``tunebench bench MODEL --log LOG --iters N --settle 1 --saved --json benchmarks/results/zoo/<model>-<target>.json``
 (each bench in its own process, one after another: never two at once), then writes one Markdown table
-(``benchmarks/results/zoo/table.md``) and a bar chart of the speed-ups (``zoo.png``). ``--no-run``
+(``benchmarks/results/zoo/table-<target>.md``) and a bar chart of the speed-ups (``zoo-<target>.png``). ``--no-run``
 tabulates the JSON files already there; ``--only bert_tiny`` benches that model and tabulates the rest.
 
-Per row: medians and p10-p90 of eager, inductor and tunebench (the ``torch.compile`` backend path),
-speed-up vs eager, tasks tuned, the trials in the log and the tuning time behind it: the sum of the
-gaps between consecutive record batches, gaps over 10 minutes left out (they separate runs), so
-an estimate of the wall clock spent tuning, on whichever machine did it.
+Per row: medians and p10-p90 of eager, inductor, tunebench (the ``torch.compile`` backend path) and
+the same build saved and loaded (``tunebench.save``/``load``, no dynamo), speed-ups vs eager, tasks
+tuned, the trials in the log and the tuning time behind it: the sum of the gaps between consecutive
+record batches, gaps over 10 minutes left out (they separate runs), so an estimate of the wall
+clock spent tuning, on whichever machine did it.
 
     .venv/bin/python benchmarks/zoo_table.py --iters 30
 """
@@ -41,7 +42,8 @@ def tuning_cost(log: Path) -> tuple[int, float]:
 
 def _bench(model: str, log: Path, target: str, iters: int) -> Path:
     out = OUT / f"{model}-{target}.json"
-    cmd = [sys.executable, "-m", "tunebench.cli", "bench", model, "--log", str(log), "--iters", str(iters), "--settle", "1", "--no-untuned", "--json", str(out)]
+    cmd = [sys.executable, "-m", "tunebench.cli", "bench", model, "--log", str(log), "--iters", str(iters), "--settle", "1", "--no-untuned", "--saved"]
+    cmd += ["--json", str(out)]
     print("+", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out
@@ -57,11 +59,16 @@ def _row(doc: dict[str, Any], trials: int, minutes: float) -> str:
         return f"{c['median_s'] * 1e3:.2f} ({c['p10_s'] * 1e3:.1f}-{c['p90_s'] * 1e3:.1f})"
 
     tuned = cols.get("tunebench-tuned", {})
-    speedup = f"**{tuned['speedup_vs_eager']:.2f}x**" if tuned.get("status") == "ok" else "-"
+
+    def speedup(name: str) -> str:
+        c = cols.get(name, {})
+        return f"**{c['speedup_vs_eager']:.2f}x**" if c.get("status") == "ok" else "-"
+
     inductor = cols.get("inductor", {}).get("speedup_vs_eager")
     host = f"{doc['host']['cpu']} ({doc['host']['llvm_cpu']}), {doc['host']['cores']} cores"
     return (
-        f"| {doc['model']} | {cell('eager')} | {cell('inductor')} ({inductor:.2f}x) | {cell('tunebench-tuned')} | {speedup} "
+        f"| {doc['model']} | {cell('eager')} | {cell('inductor')} ({inductor:.2f}x) | {cell('tunebench-tuned')} | {speedup('tunebench-tuned')} "
+        f"| {cell('tunebench-saved')} | {speedup('tunebench-saved')} "
         f"| {tuned.get('coverage', '-')} | {trials} | {minutes:.0f} | {host} | {doc['date'][:10]} |"
     )
 
@@ -92,14 +99,17 @@ def main() -> None:
         rows.append(_row(doc, *tuning_cost(ROOT / log)))
         tuned = next(c for c in doc["columns"] if c["name"] == "tunebench-tuned")
         speedups[model] = tuned.get("speedup_vs_eager") or 0.0
-    head = "| model | eager ms (p10-p90) | inductor ms | tunebench ms | speed-up | served | trials in log | tuning min | host | date |"
-    table = "\n".join([head, "|" + "---|" * 10, *rows]) + "\n"
-    (ROOT / OUT / "table.md").write_text(table)
+    head = (
+        "| model | eager ms (p10-p90) | inductor ms | tunebench ms | speed-up | saved (deploy) ms | speed-up | served "
+        "| trials in log | tuning min | host | date |"
+    )
+    table = "\n".join([head, "|" + "---|" * 12, *rows]) + "\n"
+    (ROOT / OUT / f"table-{args.target}.md").write_text(table)
     print(table)
-    _plot(speedups, ROOT / OUT / "zoo.png")
+    _plot(speedups, ROOT / OUT / f"zoo-{args.target}.png", args.target)
 
 
-def _plot(speedups: dict[str, float], path: Path) -> None:
+def _plot(speedups: dict[str, float], path: Path, target: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,7 +119,7 @@ def _plot(speedups: dict[str, float], path: Path) -> None:
     ax.bar(list(speedups), list(speedups.values()), color="tab:blue")
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
     ax.set_ylabel("speed-up vs eager (median)")
-    ax.set_title("tunebench (torch.compile backend) vs PyTorch eager, avx2 logs")
+    ax.set_title(f"tunebench (torch.compile backend) vs PyTorch eager, {target} logs")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
