@@ -2,8 +2,8 @@
 
 The package imports nothing heavy: torch and TVM load on first use of a function that needs
 them, so ``tunebench --help`` stays fast. Imported before torch, it bounds how long PyTorch's
-OpenMP threads spin beside TVM's pool (``spin``), and has TVM's import skip a 0.6 s
-error backtrace (``tvm_import``).
+OpenMP threads spin beside TVM's pool (``spin``), and has a runtime-only TVM import skip a
+0.6 s error backtrace (``tvm_import``).
 """
 
 from __future__ import annotations
