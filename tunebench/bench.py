@@ -356,6 +356,10 @@ class _Serving:
     fallback: str = "untuned"
     winograd: bool = False
 
+    def settings(self) -> dict[str, Any]:
+        """The ``apply_history_best`` settings of the columns that serve the log."""
+        return {"fallback": self.fallback, "winograd": self.winograd, "cache_dir": self.cache_dir}
+
 
 def _columns(
     module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None, inductor: bool, whole_model: bool
@@ -480,8 +484,7 @@ def _tuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusa
     elif unusable:
         col.skip(unusable)
     else:
-        settings = {"fallback": serving.fallback, "winograd": serving.winograd, "cache_dir": serving.cache_dir}
-        with apply_history_best(serving.history, serving.spec, **settings) as cfg:
+        with apply_history_best(serving.history, serving.spec, **serving.settings()) as cfg:
             _serve(col, module, inputs, cfg)
         if col.served is not None and not col.served.tvm:
             untuned = col.served.tasks - col.served.tuned
@@ -536,10 +539,9 @@ def _saved_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusa
     if serving.history is None or unusable:
         col.skip(unusable or "no --log given")
         return col
-    settings = {"fallback": serving.fallback, "winograd": serving.winograd, "cache_dir": serving.cache_dir}
     try:
         t0 = time.perf_counter()
-        with apply_history_best(serving.history, serving.spec, **settings):
+        with apply_history_best(serving.history, serving.spec, **serving.settings()):
             manifest = save(module, inputs, Path(serving.cache_dir) / "saved")
         deployed = load(Path(serving.cache_dir) / "saved")
         col.compile_s = time.perf_counter() - t0

@@ -158,10 +158,10 @@ def load(path: str | os.PathLike[str], num_threads: int | None = None) -> Deploy
 
     ``num_threads``: TVM's threads per call (default: ``torch.get_num_threads()``).
     """
-    from .target import cpu_flags, cpu_model
+    from .target import cpu_model, lacking
 
     manifest = read_manifest(path)
-    missing = [f for f in manifest.needs if cpu_flags() and f not in cpu_flags()]
+    missing = lacking(manifest.needs)
     if missing:
         built_for = manifest.target.get("mcpu", "a CPU")
         raise TunebenchError(f"{path} was built for {built_for} and needs {', '.join(missing)}, which this CPU ({cpu_model()}) lacks")

@@ -142,9 +142,14 @@ def missing_flags(config: dict[str, Any], host_flags: frozenset[str] | None = No
     Empty when there is nothing to check against (no /proc/cpuinfo flags: not Linux on x86).
     """
     flags = cpu_flags() if host_flags is None else host_flags
-    if not flags:
-        return []
-    return [f for f in required_flags(config) if f not in flags]
+    return lacking(required_flags(config), flags) if flags else []
+
+
+def lacking(needed: list[str] | tuple[str, ...], host_flags: frozenset[str] | None = None) -> list[str]:
+    """Of the cpuinfo flags ``needed``, those the host (or ``host_flags``) lacks; none when there is
+    nothing to check against (no /proc/cpuinfo flags: not Linux on x86)."""
+    flags = cpu_flags() if host_flags is None else host_flags
+    return [f for f in needed if flags and f not in flags]
 
 
 def runnable(config: dict[str, Any], host_flags: frozenset[str] | None = None) -> bool:
