@@ -39,7 +39,7 @@ from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
 from .partition import Partition, partition, static_inputs
 from .partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
-from .runtime import TvmSubgraph
+from .runtime import PlannedGraph, TvmSubgraph
 
 OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
 
@@ -160,19 +160,6 @@ def _build_lock() -> Any:
 def _config_text(cfg: ServingConfig) -> str:
     """What of a config a build depends on: target, records (by fingerprint), build and fallback policy."""
     return f"{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}"
-
-
-class PlannedGraph(torch.nn.Module):
-    """A graph served as its plan says (``tunebench.plan``): one TVM subgraph called on the graph's
-    inputs, its outputs returned in the graph's order."""
-
-    def __init__(self, sub: TvmSubgraph, outputs: list[int]) -> None:
-        super().__init__()
-        self.sub, self.outputs = sub, outputs
-
-    def forward(self, *args: Any) -> tuple[Any, ...]:
-        out = self.sub(*args)
-        return tuple(out[i] for i in self.outputs)
 
 
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:

@@ -284,9 +284,7 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as cache_dir, torch.no_grad():
         ref = module(*inputs)
         serving = _Serving(spec, history, cache_dir, fallback, winograd)
-        columns, lower_s = _columns(module, inputs, serving, counted, untuned, inductor, whole_model)
-        if saved:
-            columns.append(_saved_column(module, inputs, serving, _unusable(history, spec)))
+        columns, lower_s = _columns(module, inputs, serving, counted, untuned, inductor, whole_model, saved)
         _check(columns, ref)
         _time(columns, iters, warmup, settle)
     flop, flop_source = _flop(counted, columns)
@@ -362,7 +360,7 @@ class _Serving:
 
 
 def _columns(
-    module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None, inductor: bool, whole_model: bool
+    module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None, inductor: bool, whole_model: bool, saved: bool
 ) -> tuple[list[Column], float | None]:
     """Every column, the TVM ones compiled (first call timed); returns them and the whole-model lowering time."""
     eager, inductor_col = Column(EAGER, compile_s=0.0), Column(INDUCTOR)
@@ -377,6 +375,8 @@ def _columns(
     if whole_model:
         whole, lower_s = _whole_model_column(module, inputs, serving, unusable)
         columns.append(whole)
+    if saved:
+        columns.append(_saved_column(module, inputs, serving, unusable))
     return columns, lower_s
 
 

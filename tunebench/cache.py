@@ -85,6 +85,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TUNEBENCH_CACHE_DIR") or Path.home() / ".cache" / "tunebench")
 
 
+def library_file(key: str, directory: Path | None = None) -> Path:
+    """Where the built library of cache entry ``key`` lives on disk (whether or not it is there)."""
+    return (directory or default_cache_dir()) / f"{key}.so"
+
+
 def max_cache_bytes() -> int:
     """The disk limit, ``$TUNEBENCH_CACHE_MAX_MB`` or 2 GiB; read at each store, so a server's
     environment applies without a restart. A bad value warns (serving never fails on the cache)."""
@@ -206,13 +211,13 @@ class CompileCache:
             entry = Entry(meta["runner"], int(meta["tasks"]), list(meta["applied"]), lowering=str(meta["lowering"]), flop=float(meta["flop"]))
             entry.transferred = list(meta["transferred"])
             if entry.runner == "tvm":
-                entry.module = tvm.runtime.load_module(str(folder / f"{key}.so"))
+                entry.module = tvm.runtime.load_module(str(library_file(key, folder)))
             elif entry.runner != "pytorch":
                 raise ValueError(f"unknown runner {entry.runner!r}")
         except Exception as e:  # json, OS, and TVM loader errors (a .so evicted or missing) alike mean: rebuild
             warnings.warn(f"tunebench cache entry {meta_path} is unusable ({type(e).__name__}: {e}); rebuilding it", CacheWarning, stacklevel=5)
             return None
-        for path in (meta_path, folder / f"{key}.so"):  # used now: the last to be evicted
+        for path in (meta_path, library_file(key, folder)):  # used now: the last to be evicted
             with suppress(OSError):
                 os.utime(path)
         return entry
@@ -225,7 +230,7 @@ class CompileCache:
             folder.mkdir(parents=True, exist_ok=True)
             if entry.runner == "tvm":
                 entry.module.export_library(str(tmp_so))
-                os.replace(tmp_so, folder / f"{key}.so")
+                os.replace(tmp_so, library_file(key, folder))
             tmp_meta.write_text(json.dumps(entry.meta(key)))
             os.replace(tmp_meta, folder / f"{key}.json")
             return True
@@ -392,7 +397,7 @@ def _remove(folder: Path, key: str) -> int | None:
         return None
     try:
         freed = _remove_temps(folder, key, 0.0)  # the lock is ours: no writer is using them
-        for path in (folder / f"{key}.json", folder / f"{key}.so", lock):
+        for path in (folder / f"{key}.json", library_file(key, folder), lock):
             with suppress(FileNotFoundError):
                 size = path.stat().st_size
                 path.unlink()

@@ -52,7 +52,7 @@ def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os
     """Compile ``model`` for ``example_inputs`` ahead of time (``tunebench.compile``, same options and
     active ``apply_history_best`` block) and write its artifact to the folder ``path``."""
     from .backend import compile, served
-    from .cache import default_cache_dir
+    from .cache import library_file
     from .plan import of_split
     from .target import required_flags
 
@@ -66,7 +66,7 @@ def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os
             "Tune its missing tasks, pass fallback='never', or serve it with torch.compile"
         )
     plan = of_split(graph.module, subs[0].cache_key, graph.module.get_submodule(subs[0].name).dynamic)
-    library = (graph.config.cache_dir or default_cache_dir()) / f"{subs[0].cache_key}.so"
+    library = library_file(subs[0].cache_key, graph.config.cache_dir)
     if plan is None or not library.is_file():
         raise TunebenchError("the build of this model is not one library in the compile cache (a cache that refused writes?); cannot save it")
     with torch.no_grad():
@@ -134,10 +134,10 @@ class Deployed:
     """A saved model loaded for serving: called like the model, with tensors of the saved shapes."""
 
     def __init__(self, manifest: Manifest, library: Any, num_threads: int | None) -> None:
-        from .runtime import TvmSubgraph
+        from .runtime import PlannedGraph, TvmSubgraph
 
         self.manifest = manifest
-        self._sub = TvmSubgraph(library, manifest.takes, True, num_threads)
+        self._graph = PlannedGraph(TvmSubgraph(library, manifest.takes, True, num_threads), manifest.outputs)
         self._spec = pytree.treespec_loads(manifest.out_spec)
         self._signature = [(tuple(shape), getattr(torch, dtype)) for shape, dtype in manifest.inputs]
 
@@ -146,8 +146,7 @@ class Deployed:
         if got != self._signature:
             want = ", ".join(f"{list(s)} {str(d).removeprefix('torch.')}" for s, d in self._signature)
             raise TunebenchError(f"this artifact was built for inputs ({want}); got {got}. Save the model for these shapes")
-        out = self._sub(*inputs)
-        return pytree.tree_unflatten([out[i] for i in self.manifest.outputs], self._spec)
+        return pytree.tree_unflatten(list(self._graph(*inputs)), self._spec)
 
     def __repr__(self) -> str:
         return f"Deployed({self.manifest.coverage}; target {json.dumps(self.manifest.target)})"

@@ -92,6 +92,19 @@ class TvmSubgraph(torch.nn.Module):
         return (out,) if self.tuple_out and not isinstance(out, tuple) else out
 
 
+class PlannedGraph(torch.nn.Module):
+    """A graph served as its plan says (``tunebench.plan``): one TVM subgraph called on the graph's
+    inputs, its outputs returned in the graph's order."""
+
+    def __init__(self, sub: TvmSubgraph, outputs: list[int]) -> None:
+        super().__init__()
+        self.sub, self.outputs = sub, outputs
+
+    def forward(self, *args: Any) -> tuple[Any, ...]:
+        out = self.sub(*args)
+        return tuple(out[i] for i in self.outputs)
+
+
 def to_torch(out: Any, torch: Any) -> Any:
     if hasattr(out, "__dlpack__"):
         return torch.from_dlpack(out)
