@@ -1,7 +1,7 @@
 """Deployable artifacts: a compiled model saved as a folder, then served by TVM's runtime alone.
 
 A server restarting on the ``torch.compile`` path pays, before its first output, for dynamo's
-trace and TVM's compiler import even when the disk cache holds the build: 4.66 s for ResNet18 on
+trace and TVM's compiler import even when the disk cache holds the build: 4.77 s for ResNet18 on
 a 2-vCPU Zen 4 (``benchmarks/warm_start.py``), of which dynamo's own first compile is 2 s. An
 artifact keeps only what serving needs: the built library (weights inside), the input
 signature, how the library's outputs make the model's output, the ISA its kernels use and the
