@@ -206,7 +206,7 @@ def default_log_path(model: str, target: TargetSpec) -> Path:
 
 def tune(
     model: str | Any,
-    target: str | TargetSpec = "avx2",
+    target: str | TargetSpec = "host",
     *,
     log: str | Path | None = None,
     trials: int | None = None,

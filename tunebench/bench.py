@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from .zoo import with_batch
 EAGER, INDUCTOR, UNTUNED, TUNED = "eager", "inductor", "tunebench-untuned", "tunebench-tuned"
 WHOLE = "tunebench-whole-model"
 SAVED = "tunebench-saved"
+ORT, OPENVINO = "onnxruntime", "openvino"  # peers.PEERS: the runtimes a user would pick instead
 # What each column times, as the JSON and the table caption say it.
 PATHS = {
     EAGER: "model(*inputs)",
@@ -44,6 +45,8 @@ PATHS = {
     TUNED: 'torch.compile(model, backend="tunebench") inside tunebench.apply_history_best(log)',
     WHOLE: "build.compile_model: the whole model lowered and built at once, no dynamo, no partitioner",
     SAVED: "tunebench.load(folder) after tunebench.save(model, inputs, folder) with the log's records: no dynamo",
+    ORT: "onnxruntime.InferenceSession of torch.onnx.export(model), CPU provider, fp32",
+    OPENVINO: "openvino compile_model of torch.onnx.export(model) on CPU, INFERENCE_PRECISION_HINT=f32",
 }
 # Naive (unscheduled) TVM kernels run tens of times slower than eager: above this much work one
 # untuned call takes seconds, so that column is opt-in (--untuned).
@@ -79,6 +82,7 @@ class Column:
     calls_per_sample: int = 1
     times: list[float] = field(default_factory=list)  # seconds per call, one entry per sample
     served: Any = None  # backend.Served: what ran in TVM and PyTorch, as the backend reported it
+    settings: dict[str, Any] = field(default_factory=dict)  # a peer's runtime options, as it ran
     fn: Callable[[], Any] | None = field(default=None, repr=False)
 
     def skip(self, reason: str) -> None:
@@ -171,6 +175,7 @@ class BenchResult:
                     "compile_s": c.compile_s,
                     "coverage": c.coverage,
                     "served": dataclasses.asdict(c.served) if c.served is not None else None,
+                    "settings": c.settings,
                     "max_abs_err": c.max_abs_err,
                     "calls_per_sample": c.calls_per_sample,
                     "median_s": c.median,
@@ -262,6 +267,9 @@ def run_bench(
     whole_model: bool = False,
     saved: bool = False,
     inductor: bool = True,
+    peers: bool = False,
+    peer_spin: bool = True,
+    only: Collection[str] | None = None,
     fallback: str = "untuned",
     torch_isa: str | None = None,
     command: str | None = None,
@@ -278,13 +286,14 @@ def run_bench(
     from .target import host_fingerprint
 
     history, spec, module, inputs = _setup(model, log, target, threads, batch, iters)
+    picks = _Picks(untuned, inductor, whole_model, saved, peers, peer_spin, _only(only))
     thread_counts = set_threads(spec.num_cores)
     counted = count_flops(module, inputs)
     # a private compile cache: compile time is capture + lowering + build, not loading an earlier run's library
     with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as cache_dir, torch.no_grad():
         ref = module(*inputs)
         serving = _Serving(spec, history, cache_dir, fallback, winograd)
-        columns, lower_s = _columns(module, inputs, serving, counted, untuned, inductor, whole_model, saved)
+        columns, lower_s = _columns(module, inputs, serving, counted, picks)
         _check(columns, ref)
         _time(columns, iters, warmup, settle)
     flop, flop_source = _flop(counted, columns)
@@ -304,9 +313,72 @@ def run_bench(
         lower_s=lower_s,
         command=command,
         host=host_fingerprint(),
-        versions=_versions(),
+        versions=_versions(peers),
         torch_isa={**isa_env, "aten_capability": torch.backends.cpu.get_cpu_capability()},
     )
+
+
+def run_alone(model: str, *, rounds: int = 3, command: str | None = None, **options: Any) -> BenchResult:
+    """``run_bench`` with each column timed alone in a fresh process, ``rounds`` rounds alternated.
+
+    On 2 cores, runtimes in one process disturb whoever runs next (libgomp's, TVM's and ONNX Runtime's
+    threads spin after their parallel regions; OpenVINO runs its own TBB pool): a process per column
+    pays none of that, and alternating the rounds exposes every column to the same drift. Each
+    process checks its column's output against eager before timing; ``iters`` calls per round.
+    """
+    if rounds < 1:
+        raise TunebenchError(f"--alone must be at least 1 round, got {rounds}")
+    names = _alone_columns(options)
+    docs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for _ in range(rounds):
+        for name in [n for n in names if all(d["status"] == "ok" for d in docs[n])]:
+            doc = _child(model, {**options, "only": [name], "settle": 0})
+            docs[name].append(doc)
+    first = docs[EAGER][0]
+    result = _result_from_json(first, [_merged(n, docs[n]) for n in names])
+    result.command, result.settle = command, 0
+    result.iters = options.get("iters", 30) * rounds
+    return result
+
+
+def _alone_columns(options: dict[str, Any]) -> list[str]:
+    """The columns ``run_alone`` starts a process for, in table order."""
+    want = {EAGER: True, INDUCTOR: options.get("inductor", True), UNTUNED: options.get("untuned") is True, TUNED: options.get("log") is not None}
+    want |= {WHOLE: options.get("whole_model", False), SAVED: options.get("saved", False)}
+    want |= {ORT: options.get("peers", False), OPENVINO: options.get("peers", False)}
+    only = options.pop("only", None)
+    return [n for n, on in want.items() if on and (only is None or n in only)]
+
+
+def _child(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One ``run_bench`` in a fresh Python process; its result as JSON."""
+    import json
+    import subprocess
+
+    code = "import json, sys; from tunebench.bench import run_bench; print(json.dumps(run_bench(sys.argv[1], **json.loads(sys.argv[2])).to_json()))"
+    args = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    proc = subprocess.run([sys.executable, "-c", code, model, json.dumps(args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise TunebenchError(f"the {args['only'][0]} process failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _merged(name: str, docs: list[dict[str, Any]]) -> Column:
+    """One column from its per-process runs: their samples pooled, the last run's status and reason."""
+    runs = [next(c for c in d["columns"] if c["name"] == name) for d in docs]
+    last = runs[-1]
+    col = Column(name, last["status"], last["reason"], max((r["compile_s"] or 0.0 for r in runs), default=None), last["coverage"])
+    col.max_abs_err, col.settings = last["max_abs_err"], last.get("settings") or {}
+    col.times = [t for r in runs for t in r["times_s"]] if last["status"] == "ok" else []
+    return col
+
+
+def _result_from_json(doc: dict[str, Any], columns: list[Column]) -> BenchResult:
+    keys = ("model", "batch", "input_shapes", "target", "threads", "flop", "flop_source", "iters", "settle", "warmup", "log")
+    result = BenchResult(**{k: doc[k] for k in keys}, columns=columns, torch_isa=doc["torch_isa"], host=doc["host"])
+    result.versions = doc["versions"]
+    return result
 
 
 def _setup(model: str, log: str | Path | None, target: str | None, threads: int | None, batch: int | None, iters: int) -> tuple[Any, Any, Any, tuple[Any, ...]]:
@@ -322,6 +394,16 @@ def _setup(model: str, log: str | Path | None, target: str | None, threads: int 
     spec = resolve_target(target if target is not None else target_for_log(history), threads)
     module, inputs = get_model(model)
     return history, spec, module, with_batch(inputs, batch)
+
+
+def _only(names: Collection[str] | None) -> frozenset[str] | None:
+    """``only`` checked against the column names: a typo must not time nothing."""
+    if names is None:
+        return None
+    unknown = sorted(set(names) - set(PATHS))
+    if unknown:
+        raise TunebenchError(f"unknown column(s) {', '.join(unknown)}; columns: {', '.join(PATHS)}")
+    return frozenset(names)
 
 
 def _flop(counted: float, columns: list[Column]) -> tuple[float, str]:
@@ -359,25 +441,92 @@ class _Serving:
         return {"fallback": self.fallback, "winograd": self.winograd, "cache_dir": self.cache_dir}
 
 
-def _columns(
-    module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, untuned: bool | None, inductor: bool, whole_model: bool, saved: bool
-) -> tuple[list[Column], float | None]:
-    """Every column, the TVM ones compiled (first call timed); returns them and the whole-model lowering time."""
+def _columns(module: Any, inputs: tuple[Any, ...], serving: _Serving, flop: float, picks: _Picks) -> tuple[list[Column], float | None]:
+    """Every column, the TVM ones compiled (first call timed); returns them and the whole-model lowering time.
+
+    A column ``picks`` leaves out is skipped before anything of it is built.
+    """
     eager, inductor_col = Column(EAGER, compile_s=0.0), Column(INDUCTOR)
     eager.fn = lambda: module(*inputs)
-    if inductor:
+    if picks.inductor:
         inductor_col.fn = _inductor(module, inputs)
     else:
         inductor_col.skip("not asked for")
     unusable = _unusable(serving.history, serving.spec)
-    columns = [eager, inductor_col, _untuned_column(module, inputs, serving, flop, untuned), _tuned_column(module, inputs, serving, unusable)]
+    columns = [eager, inductor_col]
+    columns.append(_untuned_column(module, inputs, serving, flop, picks.untuned) if picks.wants(UNTUNED) else _not_asked(UNTUNED))
+    columns.append(_tuned_column(module, inputs, serving, unusable) if picks.wants(TUNED) else _not_asked(TUNED))
     lower_s = None
-    if whole_model:
+    if picks.whole_model:
         whole, lower_s = _whole_model_column(module, inputs, serving, unusable)
         columns.append(whole)
-    if saved:
+    if picks.saved:
         columns.append(_saved_column(module, inputs, serving, unusable))
+    if picks.peers:
+        columns += _peer_columns(module, inputs, serving, picks)
+    for col in columns:
+        if not picks.wants(col.name) and col.status == "ok":
+            col.skip("not in --only")
     return columns, lower_s
+
+
+@dataclass
+class _Picks:
+    """Which columns a run builds: the optional ones asked for, and ``only`` (None: all of them)."""
+
+    untuned: bool | None = None
+    inductor: bool = True
+    whole_model: bool = False
+    saved: bool = False
+    peers: bool = False
+    peer_spin: bool = True
+    only: frozenset[str] | None = None
+
+    def wants(self, name: str) -> bool:
+        return self.only is None or name in self.only
+
+
+def _not_asked(name: str) -> Column:
+    col = Column(name)
+    col.skip("not in --only")
+    return col
+
+
+def _peer_columns(module: Any, inputs: tuple[Any, ...], serving: _Serving, picks: _Picks) -> list[Column]:
+    """ONNX Runtime and OpenVINO on the model's ONNX export, same inputs and threads, fp32 (``peers``).
+
+    A peer not installed is skipped with the install line; the export happens once, and only if a peer runs.
+    """
+    from . import peers
+
+    columns = [Column(name) for name in peers.PEERS]
+    live = []
+    for col in columns:
+        col.settings = peers.settings(col.name, serving.spec.num_cores, picks.peer_spin)
+        why = peers.missing(col.name) or ("" if picks.wants(col.name) else "not in --only")
+        if why:
+            col.skip(why)
+        else:
+            live.append(col)
+    if not live:
+        return columns
+    t0 = time.perf_counter()
+    try:
+        path = peers.export_onnx(module, inputs, Path(serving.cache_dir) / "model.onnx")
+    except TunebenchError as e:
+        for col in live:
+            col.skip(str(e))
+        return columns
+    export_s = time.perf_counter() - t0
+    for col in live:
+        t1 = time.perf_counter()
+        try:
+            col.fn = peers.runner(col.name, path, inputs, serving.spec.num_cores, picks.peer_spin)
+        except Exception as e:  # a peer that cannot load the export (unsupported op) is a skipped column
+            col.skip(f"cannot load the ONNX export: {_first_line(e)}")
+            continue
+        col.compile_s = export_s + time.perf_counter() - t1
+    return columns
 
 
 def _inductor(module: Any, inputs: tuple[Any, ...]) -> Callable[[], Any]:
@@ -603,13 +752,15 @@ def _time(columns: list[Column], iters: int, warmup: int, settle: int = 0) -> No
             gc.enable()
 
 
-def _versions() -> dict[str, str]:
+def _versions(with_peers: bool = False) -> dict[str, str]:
     import torch
     import tvm
 
     from . import __version__
+    from .peers import PEERS, version
 
-    return {"torch": torch.__version__, "tvm": tvm.__version__, "tunebench": __version__}
+    found = {p: version(p) for p in PEERS} if with_peers else {}
+    return {"torch": torch.__version__, "tvm": tvm.__version__, "tunebench": __version__} | {p: v for p, v in found.items() if v}
 
 
 def write_json(result: BenchResult, path: str | Path) -> None:
@@ -632,6 +783,10 @@ def table(result: BenchResult) -> Any:
         paths += f"; {WHOLE}: {PATHS[WHOLE].split(':')[0]} (whole model)"
     if any(c.name == SAVED for c in result.columns):
         paths += f"; {SAVED}: tunebench.save, then tunebench.load (no dynamo)"
+    if any(c.name in (ORT, OPENVINO) for c in result.columns):
+        paths += f"\n{ORT}, {OPENVINO}: the model's ONNX export, same inputs and threads, fp32 (OpenVINO pinned to f32: bf16 on AMX hosts otherwise)"
+        vs = peer_ratio(result)
+        paths += f"; best peer / tunebench-tuned: {vs:.2f} (>1: tunebench faster)" if vs else ""
     threads = f"{result.threads['torch']} torch / {result.threads['tvm']} TVM threads"
     t = Table(
         title=f"{result.model} ({shapes}), {threads}, {result.iters} rounds, {result.protocol}{isa}",
@@ -656,6 +811,13 @@ def table(result: BenchResult) -> Any:
             c.coverage or "",
         )
     return t
+
+
+def peer_ratio(result: BenchResult, column: str = TUNED) -> float | None:
+    """Faster peer's median / ``column``'s median (above 1: tunebench beats both peers), None without both."""
+    col = result.column(column) if any(c.name == column for c in result.columns) else None
+    peer = min((c.median for c in result.columns if c.name in (ORT, OPENVINO) and c.median), default=None)
+    return peer / col.median if col is not None and col.median and peer else None
 
 
 def _fmt(value: float | None, spec: str) -> str:

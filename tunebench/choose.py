@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .records import PROTOCOLS, HistoryLog, Record
-from .target import PRESETS, TargetSpec, canonical, preset_of, resolve_target, runnable
+from .target import PRESETS, TargetSpec, canonical, class_distance, preset_of, resolve_target, runnable
 from .tasks import Task, conv_costs, extract_tasks, model_latency
 
 
 class ForeignRecordWarning(UserWarning):
     """Records skipped because this host or target cannot use them."""
+
+
+class ForeignTimingsWarning(UserWarning):
+    """The records served were all timed on other kinds of machine: none is this machine's own best."""
 
 
 def record_usable(record: Record, target: TargetSpec, host_flags: frozenset[str] | None = None) -> bool:
@@ -56,9 +60,19 @@ def target_for_log(log: HistoryLog | None, default: str = "avx2") -> str:
 
 
 def best_records(log: HistoryLog, target: TargetSpec, warn: bool = True) -> dict[str, Record]:
-    """Fastest usable record per workload key, this machine's own timings first (``HistoryLog.best``);
-    warn once about the records skipped as foreign."""
-    best = log.best(lambda r: record_usable(r, target), here=target.measurement_class())
+    """Fastest usable record per workload key, this machine's own timings first, then the nearest
+    machine's (``HistoryLog.best``); warn once about the records skipped as foreign, and when none
+    of the records served was timed on this kind of machine (what to run then)."""
+    here = target.measurement_class()
+    best = log.best(lambda r: record_usable(r, target), here=here)
+    if warn and best and all(r.measured_class != here for r in best.values()):
+        classes = sorted({r.measured_class for r in best.values()}, key=lambda c: class_distance(c, here))
+        warnings.warn(
+            f"none of the log's records for {target.mcpu} was timed on this kind of machine ({here}); served by the nearest "
+            f"machines' timings ({', '.join(classes)}). Tune here for this machine's own: tunebench tune MODEL --target {target.name} --log LOG",
+            ForeignTimingsWarning,
+            stacklevel=2,
+        )
     foreign = {r.key for r in log.records if r.ok} - set(best)
     if foreign and warn:
         mcpus = sorted({str(r.target.get("mcpu")) for r in log.records if r.key in foreign})

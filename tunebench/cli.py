@@ -22,7 +22,9 @@ app = typer.Typer(help="Tune PyTorch models for x86 CPUs with Apache TVM (Relax 
 console = Console()
 err_console = Console(stderr=True)
 
-TargetOpt = Annotated[str, typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict")]
+TargetOpt = Annotated[
+    str, typer.Option("--target", "-t", help="host (the widest ISA this CPU runs: avx512 if it has it, else avx2), avx2, avx512, native, or a JSON target dict")
+]
 LogTargetOpt = Annotated[
     Optional[str], typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict (default: the one LOG was tuned for, else avx2)")
 ]
@@ -76,7 +78,7 @@ def _batches(text: str | None) -> list[int] | None:
 @app.command()
 def tasks(
     model: str,
-    target: TargetOpt = "avx2",
+    target: TargetOpt = "host",
     num_cores: CoresOpt = None,
     winograd: WinogradOpt = False,
     layout: LayoutOpt = "blocked",
@@ -108,7 +110,7 @@ def tasks(
 @app.command()
 def tune(
     model: str,
-    target: TargetOpt = "avx2",
+    target: TargetOpt = "host",
     trials: Annotated[Optional[int], typer.Option(help="trial budget for the whole model, counting the log")] = None,
     trials_per_task: Annotated[Optional[int], typer.Option(help="trial cap per task, counting the log")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds")] = None,
@@ -134,12 +136,14 @@ def tune(
     from . import api
     from .progress import LineReporter, LiveReporter, summary
     from .settings import MeasureConfig
-    from .target import resolve_target
+    from .target import host_preset, resolve_target
 
     if (rpc is None) != (rpc_key is None):
         raise TunebenchError("--rpc and --rpc-key go together")
     spec = resolve_target(target, num_cores)
     log_path = log or api.default_log_path(model, spec)
+    why = f": {host_preset()[1]}" if target == "host" else " (--target)"
+    err_console.print(f"tuning {model} for {spec.name} ({spec.mcpu}, {spec.num_cores} threads){why}; log {log_path}", markup=False, highlight=False)
     reporter = LineReporter(err_console) if quiet or not console.is_terminal else LiveReporter(console)
     state = api.tune(
         model,
@@ -180,13 +184,21 @@ def bench(
     ] = False,
     saved: Annotated[bool, typer.Option("--saved", help="also time LOG's build saved and loaded back (tunebench.save/load: no dynamo)")] = False,
     torch_isa: Annotated[Optional[str], typer.Option(help="cap PyTorch's instruction set (avx2, avx512): a same-ISA comparison")] = None,
+    peers: Annotated[bool, typer.Option("--peers", help="also time ONNX Runtime and OpenVINO (fp32) on the model's ONNX export")] = False,
+    peer_spin: Annotated[
+        bool, typer.Option("--peer-spin/--no-peer-spin", help="let ONNX Runtime's threads spin between calls (its default)")
+    ] = True,
+    only: Annotated[Optional[str], typer.Option(help="time only these columns, comma-separated (e.g. eager,onnxruntime)")] = None,
+    alone: Annotated[
+        int, typer.Option(help="time each column alone in its own process, this many rounds alternated (0: all in this process, interleaved)")
+    ] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
     """Time MODEL in PyTorch eager, inductor and tunebench, interleaved; tunebench as users run it:
     torch.compile(model, backend="tunebench") inside apply_history_best(LOG)."""
-    from .bench import run_bench, table, write_json
+    from .bench import run_alone, run_bench, table, write_json
 
-    result = run_bench(
+    result = (run_alone if alone else run_bench)(
         model,
         log=log,
         batch=batch,
@@ -200,7 +212,11 @@ def bench(
         whole_model=whole_model,
         saved=saved,
         torch_isa=torch_isa,
+        peers=peers,
+        peer_spin=peer_spin,
+        only=only.split(",") if only else None,
         command="tunebench " + shlex.join(sys.argv[1:]),
+        **({"rounds": alone} if alone else {}),
     )
     out = console if console.is_terminal else Console(width=160)  # piped (make, logs): keep each row on one line
     out.print(table(result))

@@ -221,9 +221,13 @@ class HistoryLog:
         With ``here`` (a ``measurement_class``), a record timed on that kind of machine beats any
         record timed elsewhere: another machine's clock is a prior, not a rival, so a log merged
         from several machines gives each its own best, and the others' only where it has none.
+        Where it has none, the nearest class's best wins (``target.class_distance``: same vendor,
+        then same vector width): on an AMD Zen 3, a Zen 4's best before an Intel Xeon's.
         """
-        def rank(r: Record) -> tuple[bool, int, float]:
-            return (here is not None and r.measured_class != here, *r.rank)
+        from .target import class_distance
+
+        def rank(r: Record) -> tuple[int, ...]:
+            return (*(class_distance(r.measured_class, here) if here is not None else ()), *r.rank)
 
         out: dict[str, Record] = {}
         for r in self.records:

@@ -43,7 +43,7 @@ from . import records as rec
 from .errors import TunebenchError
 from .measure import import_tensor_intrinsics, make_builder, make_runner
 from .settings import MeasureConfig
-from .target import TargetSpec, host_fingerprint, runnable
+from .target import TargetSpec, class_distance, host_fingerprint, runnable
 from .target import identity as target_identity
 from .tasks import Task, model_latency
 from .traces import refitted, relatives, schedule_for
@@ -153,13 +153,14 @@ class Priors:
     sources: list[rec.Record] = field(default_factory=list)
     cost_models: list[Path] = field(default_factory=list)  # saved cost models to warm-start from, the log's own first
     workloads: dict[str, rec.WorkloadEntry] = field(default_factory=dict)  # the TIR ``sources`` were tuned on
+    here: str = ""  # this machine's ``measurement_class``: ``sources`` of the nearest class are timed first
 
 
 def load_priors(log_path: Path, target: TargetSpec, here: str, transfer_from: list[str | Path] | None = None) -> Priors:
     """Split the log's records for ``target`` into this machine's and the rest; add ``--from`` logs' runnable records."""
     log = rec.read_log(log_path) if log_path.exists() else rec.HistoryLog()
     mine = target_identity(target.config)
-    priors = Priors(workloads=dict(log.workloads))
+    priors = Priors(workloads=dict(log.workloads), here=here)
     for r in log.records:
         if target_identity(r.target) == mine:
             priors.counts[r.key] = priors.counts.get(r.key, 0) + 1
@@ -542,7 +543,8 @@ def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
     if not local and not elsewhere and priors.counts.get(task.workload_key, 0) == 0:
         return _relatives(task, priors)
     out: dict[str, rec.Record] = {}
-    for r in sorted(local, key=lambda r: r.rank) + sorted(elsewhere, key=lambda r: r.rank):
+    nearest = sorted(elsewhere, key=lambda r: (class_distance(r.measured_class, priors.here), r.rank))
+    for r in sorted(local, key=lambda r: r.rank) + nearest:
         out.setdefault(json.dumps(r.trace, sort_keys=True), r)
         if len(out) == CARRY_OVER:
             break

@@ -47,7 +47,7 @@ LLVM_TO_CPUINFO: dict[str, str] = {
     "amx-int8": "amx_int8",
     "amx-bf16": "amx_bf16",
 }
-PRESETS = ("avx2", "avx512", "native")
+PRESETS = ("host", "avx2", "avx512", "native")
 
 
 @functools.cache
@@ -220,18 +220,61 @@ class TargetSpec:
         return self
 
 
+def host_preset(host_flags: frozenset[str] | None = None) -> tuple[str, str]:
+    """(preset, why): the widest vector ISA this CPU runs, the default of ``tune`` and ``make tune``.
+
+    AVX-512 doubles the lanes per FMA where the host has it (the peers use it there); tuning AVX2
+    code on such a host leaves half the vector width unused.
+    """
+    flags = cpu_flags() if host_flags is None else host_flags
+    if flags and not lacking(required_flags({"kind": "llvm", "mcpu": _avx512_mcpu()}), flags):
+        return "avx512", f"the widest vector ISA this CPU ({cpu_model()}) runs"
+    return "avx2", f"this CPU ({cpu_model()}) has no AVX-512" if flags else "no CPU flags to read: the portable preset"
+
+
+# LLVM CPU names of AMD's cores; every other x86 name LLVM gives a host is Intel's (or generic).
+AMD_CPUS = ("znver", "bdver", "btver", "barcelona", "amdfam10", "athlon", "opteron", "k8")
+
+
+def class_distance(measured: str, here: str) -> tuple[int, int, int, int]:
+    """How far timings of the machine class ``measured`` are from this one's (``measurement_class``
+    names, "<llvm cpu> x<threads>"): (another class, another vendor, another vector width, other threads).
+
+    A class no log holds ranks the others' records by this before their own clocks: the nearest
+    machine's fastest schedule is likelier fast here than the fastest machine's.
+    """
+    if measured == here:
+        return (0, 0, 0, 0)
+    (cpu_a, _, threads_a), (cpu_b, _, threads_b) = measured.rpartition(" x"), here.rpartition(" x")
+    vendor = cpu_a.startswith(AMD_CPUS) != cpu_b.startswith(AMD_CPUS)
+    return (1, int(vendor), int(_wide(cpu_a) != _wide(cpu_b)), int(threads_a != threads_b))
+
+
+@functools.cache
+def _wide(llvm_cpu: str) -> bool:
+    """Whether LLVM's CPU ``llvm_cpu`` has AVX-512 (False for a name LLVM does not know: asking
+    LLVM about one prints an error line and answers for a generic CPU)."""
+    import tvm
+    from tvm.target import codegen
+
+    known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm"}))
+    return llvm_cpu in known and "avx512f" in required_flags({"kind": "llvm", "mcpu": llvm_cpu})
+
+
 def _avx512_mcpu() -> str:
     return "znver4" if llvm_system_cpu().startswith("znver") else "skylake-avx512"
 
 
 def resolve_target(name: str | TargetSpec, num_cores: int | None = None, check: bool = True) -> TargetSpec:
-    """Turn a preset name (``avx2``, ``avx512``, ``native``) or a JSON target dict into a TargetSpec.
+    """Turn a preset name (``host``: ``host_preset``, ``avx2``, ``avx512``, ``native``) or a JSON target dict into a TargetSpec.
 
     ``check`` refuses targets the host cannot run; tools that only read logs pass ``False``.
     """
     if isinstance(name, TargetSpec):
         return name.check_runnable() if check else name
     cores = num_cores or physical_cores()
+    if name == "host":
+        name = host_preset()[0]
     if name == "avx2":
         config: dict[str, Any] = {"kind": "llvm", "mcpu": "core-avx2"}
     elif name == "avx512":

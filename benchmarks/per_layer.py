@@ -1,0 +1,250 @@
+"""Where the time goes, per layer: tunebench's served kernels beside ONNX Runtime's nodes, same model, same host.
+
+    .venv/bin/python benchmarks/per_layer.py resnet18 --log tuning_logs/resnet18-avx2.jsonl.gz [--runs 30]
+
+TVM side: the model saved with the log's records (``tunebench.save``, what a deployment serves) and
+loaded on TVM's VM; ``VirtualMachine.set_instrument`` times every packed call (kernels and VM
+builtins). ONNX Runtime side: the model's ONNX export (``tunebench.peers``) with
+``SessionOptions.enable_profiling``; its ``*_kernel_time`` node events. Both with the same threads,
+each alone in this process (TVM first, then ONNX Runtime), ``--runs`` calls after warm-up, medians.
+
+Convs are matched across the two by their work: output elements and FLOP (2 x MAC, from the kernel's
+own argument shapes: weight elements / output channels MACs per output element), in call order;
+layout transforms (TVM's ``layout_transform`` kernels, ONNX Runtime's ``Reorder*`` nodes) and the
+rest are summed. Each side's kernel sum is shown against its whole call, timed separately without
+the instrument or profiler. Writes ``benchmarks/results/per-layer/<model>-<llvm cpu>.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "results" / "per-layer"
+BUILTIN = "vm.builtin."
+
+
+@dataclass
+class Kernel:
+    """One kernel call position of a model's forward: its name, the conv work it does, its times."""
+
+    name: str
+    kind: str  # conv | layout | other | vm
+    out_numel: int = 0
+    flop: float = 0.0
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.times) * 1e3
+
+    def gflops(self) -> float | None:
+        return self.flop / (self.ms / 1e3) / 1e9 if self.flop else None
+
+
+def conv_work(data_out: tuple[int, ...], weight: tuple[int, ...], blocked_out: bool) -> tuple[int, float]:
+    """(output elements, FLOP) of a conv from its output and weight shapes, NCHW or NCHW[b]c alike."""
+    out_numel = _numel(data_out)
+    channels = data_out[1] * data_out[4] if blocked_out and len(data_out) == 5 else data_out[1]
+    return out_numel, 2.0 * out_numel * _numel(weight) / channels
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int) -> tuple[list[Kernel], list[float], str]:
+    """Per call position of the served model's forward on TVM's VM: its kernel; and whole-call times; and coverage."""
+    import tunebench
+
+    folder = Path(tempfile.mkdtemp(prefix="per-layer-")) / "saved"
+    with tunebench.apply_history_best(log):
+        manifest = tunebench.save(model, inputs, folder)
+    deployed = tunebench.load(folder)
+    whole = _timed(lambda: deployed(*inputs), runs)
+    vm = deployed._graph.sub._vm  # the artifact's VM: the same kernels tunebench.load serves
+    kernels: list[Kernel] = []
+    state = {"i": 0, "t0": 0.0}
+
+    def instrument(func: Any, name: str, before: bool, ret: Any, *args: Any) -> int:
+        if before:
+            state["t0"] = time.perf_counter()
+            return 0
+        elapsed = time.perf_counter() - state["t0"]
+        i = state["i"]
+        if i == len(kernels):
+            kernels.append(_classify_tvm(str(name), args))
+        kernels[i].times.append(elapsed)
+        state["i"] = i + 1
+        return 0
+
+    vm.set_instrument(instrument)
+    for _ in range(runs + 3):
+        state["i"] = 0
+        deployed(*inputs)
+    vm.set_instrument(None)
+    for k in kernels:
+        k.times = k.times[3:]  # warm-up calls
+    return kernels, whole, manifest.coverage
+
+
+def _classify_tvm(name: str, args: tuple[Any, ...]) -> Kernel:
+    if name.startswith(BUILTIN) or "." in name:
+        return Kernel(name, "vm")
+    if "layout_transform" in name and "conv" not in name:
+        return Kernel(name, "layout")
+    if "conv2d" in name:
+        shapes = [tuple(a.shape) for a in args if hasattr(a, "shape")]
+        out_numel, flop = conv_work(shapes[-1], shapes[1], blocked_out="NCHWc" in name)
+        return Kernel(name, "conv", out_numel, flop)
+    return Kernel(name, "other")
+
+
+def ort_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) -> tuple[list[Kernel], list[float]]:
+    """Per node of ONNX Runtime's optimized graph, in run order: its kernel time; and whole-call times."""
+    from tunebench import peers
+
+    workdir = Path(tempfile.mkdtemp(prefix="per-layer-ort-"))
+    path = peers.export_onnx(model, inputs, workdir / "model.onnx")
+    whole = _timed(peers.runner(peers.ORT, path, inputs, threads), runs)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling, opts.profile_file_prefix = True, str(workdir / "profile")
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
+    for _ in range(runs + 3):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, Kernel] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        name = e["name"].removesuffix("_kernel_time")
+        if name not in nodes:
+            nodes[name] = _classify_ort(name, e["args"])
+        nodes[name].times.append(e["dur"] / 1e6)
+    kernels = list(nodes.values())
+    for k in kernels:
+        k.times = k.times[3:] or k.times
+    return kernels, whole
+
+
+def _classify_ort(name: str, args: dict[str, Any]) -> Kernel:
+    op = args.get("op_name", "")
+    if op in ("Conv", "FusedConv"):
+        shapes = [tuple(next(iter(s.values()))) for s in args.get("input_type_shape", [])]
+        out = tuple(next(iter(args["output_type_shape"][0].values())))
+        out_numel, flop = conv_work(out, shapes[1], blocked_out=args.get("op_name") == "Conv" and len(out) == 5)
+        return Kernel(f"{name} ({op})", "conv", out_numel, flop)
+    if op.startswith("Reorder"):
+        return Kernel(f"{name} ({op})", "layout")
+    return Kernel(f"{name} ({op})", "other")
+
+
+def _timed(fn: Any, runs: int) -> list[float]:
+    for _ in range(3):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def match_convs(tvm: list[Kernel], ort: list[Kernel]) -> list[tuple[Kernel, Kernel | None]]:
+    """Each TVM conv with the ONNX Runtime conv of the same work (output elements, FLOP within 2%:
+    padded channel blocks), taken in call order among equals."""
+    pool: dict[int, list[Kernel]] = defaultdict(list)
+    for k in ort:
+        if k.kind == "conv":
+            pool[k.out_numel].append(k)
+    pairs = []
+    for k in (k for k in tvm if k.kind == "conv"):
+        same = [o for o in pool[k.out_numel] if abs(o.flop - k.flop) <= 0.02 * k.flop]
+        if same:
+            pool[k.out_numel].remove(same[0])
+        pairs.append((k, same[0] if same else None))
+    return pairs
+
+
+def table(model: str, tvm: list[Kernel], tvm_whole: list[float], ort: list[Kernel], ort_whole: list[float]) -> list[str]:
+    """The per-layer table as Markdown lines."""
+    rows = ["| # | TVM kernel | out elems | MFLOP | TVM ms | TVM GFLOP/s | ONNX Runtime node | ORT ms | ORT GFLOP/s | TVM/ORT time |", "|" + "---|" * 10]
+    for i, (k, o) in enumerate(match_convs(tvm, ort)):
+        ours = f"{k.ms:.3f} | {k.gflops():.0f}"
+        theirs = f"{o.name} | {o.ms:.3f} | {o.gflops():.0f} | {k.ms / o.ms:.2f}" if o else "(no match) | | |"
+        rows.append(f"| {i} | {k.name} | {k.out_numel} | {k.flop / 1e6:.1f} | {ours} | {theirs} |")
+    for kind, label in (("conv", "all convs"), ("layout", "layout transforms"), ("other", "other kernels"), ("vm", "VM builtins (alloc, ...)")):
+        a, b = sum(k.ms for k in tvm if k.kind == kind), sum(k.ms for k in ort if k.kind == kind)
+        names = ", ".join(sorted({k.name.split(" (")[-1].rstrip(")") for k in ort if k.kind == kind})) if kind == "other" else ""
+        counts = f"{sum(k.kind == kind for k in tvm)} TVM / {sum(k.kind == kind for k in ort)} ORT"
+        ratio = f"{a / b:.2f}" if b else ""
+        rows.append(f"| | **{label}** ({counts}) | | | {a:.3f} | | {names} | {b:.3f} | | {ratio} |")
+    st, so = sum(k.ms for k in tvm), sum(k.ms for k in ort)
+    wt, wo = statistics.median(tvm_whole) * 1e3, statistics.median(ort_whole) * 1e3
+    rows.append(f"| | **sum of kernels** | | | {st:.3f} | | | {so:.3f} | | {st / so:.2f} |")
+    rows.append(f"| | **whole call** (median, p90 {_p90(tvm_whole):.3f} / {_p90(ort_whole):.3f}) | | | {wt:.3f} | | | {wo:.3f} | | {wt / wo:.2f} |")
+    return rows
+
+
+def _p90(times: list[float]) -> float:
+    return sorted(times)[int(0.9 * (len(times) - 1))] * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tag", default="", help="suffix of the output files (e.g. before, after)")
+    args = parser.parse_args()
+
+    import torch
+
+    from tunebench.bench import set_threads
+    from tunebench.target import host_fingerprint, physical_cores
+    from tunebench.zoo import get_model
+
+    threads = args.threads or physical_cores()
+    set_threads(threads)
+    model, inputs = get_model(args.model)
+    with torch.no_grad():
+        tvm, tvm_whole, coverage = tvm_kernels(model, inputs, args.log, args.runs)
+        ort, ort_whole = ort_kernels(model, inputs, threads, args.runs)
+    host = host_fingerprint()
+    command = "python benchmarks/per_layer.py " + shlex.join(sys.argv[1:])
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    head = [f"# {args.model}: tunebench kernels vs ONNX Runtime nodes, per layer", "",
+            f"Host: {host['cpu']} (LLVM `{host['llvm_cpu']}`), {threads} threads; {date}; `{command}`; tunebench: {coverage}.", ""]
+    lines = head + table(args.model, tvm, tvm_whole, ort, ort_whole)
+    print("\n".join(lines))
+    stem = f"{args.model}-{host['llvm_cpu']}" + (f"-{args.tag}" if args.tag else "")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    doc = {"model": args.model, "log": args.log, "host": host, "threads": threads, "date": date, "command": command, "coverage": coverage,
+           "tvm_whole_s": tvm_whole, "ort_whole_s": ort_whole,
+           "tvm": [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in tvm],
+           "onnxruntime": [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in ort]}
+    (OUT / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {OUT / stem}.md and .json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Peer columns: ONNX Runtime and OpenVINO on the model's ONNX export, fp32, checked against eager;
+skipped with the install line where a peer is missing; each column alone in its own process on request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunebench import bench, peers
+from tunebench.errors import TunebenchError
+
+TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
+
+
+def test_peer_columns_run_the_onnx_export_in_fp32() -> None:
+    result = bench.run_bench(TINY, iters=3, warmup=1, inductor=False, peers=True, peer_spin=False, threads=1)
+    cols = {c.name: c for c in result.columns}
+    for name in peers.PEERS:
+        col = cols[name]
+        assert col.status == "ok", (name, col.reason)
+        assert len(col.times) == 3 and col.max_abs_err is not None and col.max_abs_err <= bench.ATOL
+        assert result.versions[name] == peers.version(name)
+    assert cols[bench.ORT].settings["intra_op_num_threads"] == 1 and cols[bench.ORT].settings[peers.ORT_SPIN_KEY] == "0"
+    assert cols[bench.OPENVINO].settings["INFERENCE_PRECISION_HINT"] == "f32", "bf16 on AMX hosts otherwise"
+    assert cols[bench.OPENVINO].settings["INFERENCE_NUM_THREADS"] == "1"
+    doc = result.to_json()
+    assert next(c["settings"] for c in doc["columns"] if c["name"] == bench.ORT)["provider"] == "CPUExecutionProvider"
+    assert bench.peer_ratio(result, bench.EAGER) == pytest.approx(min(cols[n].median for n in peers.PEERS) / cols[bench.EAGER].median)
+
+
+def test_a_missing_peer_is_a_skipped_column_saying_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = peers.version
+    monkeypatch.setattr(peers, "version", lambda p: None if p == "openvino" else real(p))
+    result = bench.run_bench(TINY, iters=1, warmup=1, inductor=False, peers=True, only=[bench.EAGER, bench.OPENVINO])
+    ov = result.column(bench.OPENVINO)
+    assert ov.status == "skipped" and "pip install -e '.[peers]'" in ov.reason and "openvino" in ov.reason
+    assert result.column(bench.ORT).reason == "not in --only", "left out by --only: never built"
+    assert "openvino" not in result.versions
+
+
+def test_only_refuses_an_unknown_column() -> None:
+    with pytest.raises(TunebenchError, match=r"unknown column.*onnx-runtime"):
+        bench.run_bench(TINY, iters=1, only=["eager", "onnx-runtime"])
+
+
+def test_alone_times_each_column_in_its_own_process() -> None:
+    result = bench.run_alone(TINY, rounds=2, iters=2, warmup=1, inductor=False, peers=True, only=[bench.EAGER, bench.ORT])
+    names = [c.name for c in result.columns]
+    assert names == [bench.EAGER, bench.ORT], "only the columns asked for get a process"
+    for col in result.columns:
+        assert col.status == "ok" and len(col.times) == 4, (col.name, col.reason, col.times)
+    assert result.iters == 4 and result.settle == 0 and result.host["cpu"]
+    assert result.speedup(result.column(bench.ORT)) == pytest.approx(result.column(bench.EAGER).median / result.column(bench.ORT).median)
