@@ -1,4 +1,5 @@
-"""Measuring on a fleet: a real TVM RPC tracker and two servers on loopback, the tiny model tuned through them."""
+"""Measuring on a fleet: a real TVM RPC tracker and two servers started by ``tunebench fleet`` with its
+defaults (loopback), the tiny model tuned through them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tunebench import records as rec
@@ -19,7 +21,8 @@ from tunebench.errors import TunebenchError
 from tunebench.rpc import count_servers, parse_tracker, rpc_config
 from tunebench.settings import MeasureConfig
 
-TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
+ROOT = Path(__file__).resolve().parents[1]
+TINY = f"{ROOT / 'tests' / 'fixtures' / 'tiny.py'}:tiny_conv"
 KEY = f"tunebench-test-{os.getpid()}"
 
 
@@ -27,6 +30,8 @@ KEY = f"tunebench-test-{os.getpid()}"
 class Fleet:
     tracker: str  # host:port
     servers: list[str]  # host:port each
+    threads: dict[str, int]  # server -> the --threads it was started with
+    listeners: dict[int, int]  # pid of a `tunebench fleet` process -> the --port it was given
 
 
 def _free_port() -> int:
@@ -36,9 +41,11 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # Own process group: a server forks a child per session, and the finalizer must stop those too.
+    # Own process group: the tracker and server run in TVM worker processes and a server forks a child
+    # per session; the finalizer must stop those too.
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [sys.executable, "-m", "tunebench.cli", "fleet", *args]
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -57,13 +64,14 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         port = _free_port()
-        procs.append(_start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)], d / "tracker.log"))
-        servers = []
-        for i in range(2):
+        procs.append(_start(["tracker", "--port", str(port)], d / "tracker.log"))
+        listeners, threads = {procs[-1].pid: port}, {}
+        for i in range(2):  # no --host: the default must be loopback
             sport = _free_port()
-            args = ["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--host", "127.0.0.1", "--port", str(sport)]
-            procs.append(_start([*args, "--port-end", str(sport + 1)], d / f"server{i}.log"))
-            servers.append(f"127.0.0.1:{sport}")
+            args = ["server", "--tracker", f"127.0.0.1:{port}", "--key", KEY, "--port", str(sport), "--threads", str(i + 1)]
+            procs.append(_start(args, d / f"server{i}.log"))
+            listeners[procs[-1].pid] = sport
+            threads[f"127.0.0.1:{sport}"] = i + 1
         cfg = rpc_config(MeasureConfig(rpc=f"127.0.0.1:{port}", rpc_key=KEY))
         deadline = time.time() + 120  # servers retry the tracker every 5 s; imports are slow on a busy machine
         while True:
@@ -76,7 +84,7 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
                 logs = "\n".join(f"{f.name}: {f.read_text()[-2000:]}" for f in sorted(d.iterdir()))
                 pytest.fail(f"RPC fleet did not come up:\n{logs}")
             time.sleep(1)
-        yield Fleet(f"127.0.0.1:{port}", servers)
+        yield Fleet(f"127.0.0.1:{port}", list(threads), threads, listeners)
     finally:
         for p in procs:
             _stop(p)
@@ -98,9 +106,21 @@ def test_tune_measures_on_every_server_of_the_fleet(fleet, tmp_path):
         if r.ok:
             assert r.measured_on is not None
             assert r.measured_on["server"] in fleet.servers and r.measured_on["key"] == KEY and r.measured_on["tracker"] == fleet.tracker
-            assert r.measured_on["llvm_cpu"] and r.measured_on["threads"] >= 1
+            assert r.measured_on["llvm_cpu"] and r.measured_on["threads"] == fleet.threads[r.measured_on["server"]]  # fleet server --threads
     assert {r.measured_on["server"] for r in ok} == set(fleet.servers)  # in parallel: both servers got work
     assert all(measured_where(row.best).startswith("rpc 127.0.0.1:") for row in summarize(log).rows if row.best)
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """Addresses a process and its children (TVM runs the tracker and server in one) listen on."""
+    proc = psutil.Process(pid)
+    conns = [c for p in (proc, *proc.children(recursive=True)) for c in p.net_connections(kind="tcp")]
+    return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+
+
+def test_fleet_listens_on_loopback_only_by_default(fleet):
+    for pid, port in fleet.listeners.items():
+        assert _listening(pid) == {("127.0.0.1", port)}
 
 
 def test_fleet_errors_are_one_line(fleet):

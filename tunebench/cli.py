@@ -10,7 +10,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -120,6 +120,9 @@ def tune(
     num_cores: CoresOpt = None,
     rpc: Annotated[Optional[str], typer.Option(help="measure on an RPC tracker's servers, HOST:PORT")] = None,
     rpc_key: Annotated[Optional[str], typer.Option(help="device key the RPC servers registered under")] = None,
+    rpc_allow_public: Annotated[
+        bool, typer.Option("--rpc-allow-public", help="allow a tracker outside loopback and private networks (it picks who runs your candidates)")
+    ] = False,
     winograd: WinogradOpt = False,
     layout: LayoutOpt = "blocked",
     batch: BatchOpt = None,
@@ -140,6 +143,10 @@ def tune(
 
     if (rpc is None) != (rpc_key is None):
         raise TunebenchError("--rpc and --rpc-key go together")
+    if rpc is not None:
+        from .rpc import check_tracker
+
+        check_tracker(rpc, rpc_allow_public)  # before the model is lowered: a refused address costs nothing
     spec = resolve_target(target, num_cores)
     log_path = log or api.default_log_path(model, spec)
     why = f": {host_preset()[1]}" if target == "host" else " (--target)"
@@ -158,7 +165,7 @@ def tune(
         layout=layout,
         batch=_batches(batch),
         served=as_served,
-        measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key),
+        measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key, rpc_allow_public=rpc_allow_public),
         transfer_from=transfer_from,
         reporter=reporter,
     )
@@ -324,6 +331,49 @@ def cache_clear(directory: CacheDirOpt = None) -> None:
         raise TunebenchError(f"cannot clear the cache in {folder}: {e}") from e
     busy = f"; {freed.busy} in use by another process, kept" if freed.busy else ""
     console.print(f"freed {freed.bytes / MB:.1f} MB ({freed.entries} entries) in {folder}{busy}", soft_wrap=True, markup=False)
+
+
+fleet_app = typer.Typer(
+    help="Run a TVM RPC tracker or measuring server for tune --rpc, on 127.0.0.1 unless --host says otherwise (docs/fleet.md).", no_args_is_help=True
+)
+app.add_typer(fleet_app, name="fleet")
+HostOpt = Annotated[str, typer.Option(help="address to listen on; anything but loopback lets other machines in (docs/fleet.md)")]
+
+
+def _serve_until_interrupted(what: str, started: Any) -> None:
+    """Wait on a started tracker or server (it runs in a process of its own) until Ctrl-C or its end."""
+    console.print(what, soft_wrap=True, markup=False, highlight=False)
+    try:
+        started.proc.join()
+    except KeyboardInterrupt:
+        started.terminate()
+
+
+@fleet_app.command("tracker")
+def fleet_tracker(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option(help="port to listen on (exactly this one)")] = 9190) -> None:
+    """Run a TVM RPC tracker: servers register with it under a key, tune --rpc asks it for them."""
+    from .fleet import start_tracker
+
+    _serve_until_interrupted(f"RPC tracker listening on {host}:{port}", start_tracker(host, port))
+
+
+@fleet_app.command("server")
+def fleet_server(
+    tracker: Annotated[str, typer.Option(help="HOST:PORT of the tracker to register with")],
+    key: Annotated[str, typer.Option(help="device key to register under: a label for matching, not a password")],
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (exactly this one; the tracker hands it to clients)")] = 9090,
+    threads: Annotated[Optional[int], typer.Option(help="TVM threads per candidate, TVM_NUM_THREADS (default: physical cores)")] = None,
+    custom_addr: Annotated[Optional[str], typer.Option(help="address the tracker gives clients (default: the one it sees this server from)")] = None,
+) -> None:
+    """Run a TVM RPC server that times candidates: it runs whatever module a client sends it."""
+    import os
+
+    from .fleet import start_server
+
+    server = start_server(tracker, key, host, port, threads, custom_addr)
+    where = f"RPC server listening on {host}:{port}, key {key}, tracker {tracker}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}"
+    _serve_until_interrupted(where, server)
 
 
 @app.command("apply")

@@ -6,7 +6,8 @@ not say where it was measured; ``FleetRunner`` is that runner with the tracker r
 which learns the server's address, and asks the server for its CPU, so each record carries a
 ``measured_on`` stamp. The stamp is kept on the runner by artifact path (``runner.measured_on``):
 futures cross TVM's FFI and come back as plain objects, without Python attributes of their own.
-How to stand up a fleet: ``docs/fleet.md``.
+Candidates go only to a tracker on loopback or a private network unless the user allows a public
+one (``check_tracker``; ``addresses`` says which is which). How to stand up a fleet: ``docs/fleet.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .addresses import public_addresses
 from .errors import TunebenchError
 from .settings import MeasureConfig, evaluator_config
 
@@ -21,20 +23,36 @@ from .settings import MeasureConfig, evaluator_config
 TRACKER_TIMEOUT_S = 10
 
 
-def parse_tracker(addr: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port), refusing anything else with a one-line message."""
+def parse_tracker(addr: str, flag: str = "--rpc") -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPV6]:PORT``) -> (host, port), refusing anything else with a one-line message."""
     host, sep, port = addr.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit():
-        raise TunebenchError(f"--rpc {addr!r}: expected HOST:PORT of a TVM RPC tracker")
+        raise TunebenchError(f"{flag} {addr!r}: expected HOST:PORT of a TVM RPC tracker")
     return host, int(port)
 
 
-def rpc_config(cfg: MeasureConfig) -> Any:
-    from tvm.s_tir.meta_schedule.runner import RPCConfig
+def check_tracker(addr: str, allow_public: bool = False) -> tuple[str, int]:
+    """``parse_tracker``, refusing a tracker with a public address unless ``allow_public``: the tracker
+    decides who receives every candidate, and a mistyped host name must not make that a stranger."""
+    host, port = parse_tracker(addr)
+    public = [] if allow_public else [str(a) for a in public_addresses(host)]
+    if public:
+        what = f"{host} is" if public == [host] else f"{host} resolves to {', '.join(public)}, which is"
+        raise TunebenchError(
+            f"--rpc {addr}: {what} neither loopback nor a private network (10/8, 172.16/12, 192.168/16, fc00::/7); "
+            "reach the tracker through SSH port forwarding (docs/fleet.md), or pass --rpc-allow-public if it is yours"
+        )
+    return host, port
 
+
+def rpc_config(cfg: MeasureConfig) -> Any:
+    """MetaSchedule's RPC settings for ``cfg``; a public tracker is refused here too, for callers of the Python API."""
     if not cfg.rpc or not cfg.rpc_key:
         raise TunebenchError("--rpc and --rpc-key go together")
-    host, port = parse_tracker(cfg.rpc)
+    host, port = check_tracker(cfg.rpc, cfg.rpc_allow_public)
+    from tvm.s_tir.meta_schedule.runner import RPCConfig
+
     # The server ends a session after this long: upload, allocation and every timing sample fit in it.
     return RPCConfig(tracker_host=host, tracker_port=port, tracker_key=cfg.rpc_key, session_timeout_sec=int(cfg.run_timeout) + TRACKER_TIMEOUT_S)
 

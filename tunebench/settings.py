@@ -36,6 +36,7 @@ class MeasureConfig:
     persistent_builder: bool = True
     rpc: str | None = None  # "host:port" of a TVM RPC tracker
     rpc_key: str | None = None
+    rpc_allow_public: bool = False  # a tracker outside loopback and the private ranges (``rpc.check_tracker``)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
