@@ -273,6 +273,7 @@ def run_bench(
     fallback: str = "untuned",
     torch_isa: str | None = None,
     command: str | None = None,
+    cache_dir: str | None = None,
 ) -> BenchResult:
     """Benchmark ``model`` (zoo name or ``file.py:factory``): eager, inductor, and tunebench as users serve it.
 
@@ -290,9 +291,9 @@ def run_bench(
     thread_counts = set_threads(spec.num_cores)
     counted = count_flops(module, inputs)
     # a private compile cache: compile time is capture + lowering + build, not loading an earlier run's library
-    with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as cache_dir, torch.no_grad():
+    with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as private, torch.no_grad():
         ref = module(*inputs)
-        serving = _Serving(spec, history, cache_dir, fallback, winograd)
+        serving = _Serving(spec, history, cache_dir or private, fallback, winograd)
         columns, lower_s = _columns(module, inputs, serving, counted, picks)
         _check(columns, ref)
         _time(columns, iters, warmup, settle)
@@ -324,18 +325,19 @@ def run_alone(model: str, *, rounds: int = 3, command: str | None = None, **opti
     On 2 cores, runtimes in one process disturb whoever runs next (libgomp's, TVM's and ONNX Runtime's
     threads spin after their parallel regions; OpenVINO runs its own TBB pool): a process per column
     pays none of that, and alternating the rounds exposes every column to the same drift. Each
-    process checks its column's output against eager before timing; ``iters`` calls per round.
+    process checks its column's output against eager before timing; ``iters`` calls per round. The
+    processes share one compile cache, so a column's compile time is its first process's.
     """
     if rounds < 1:
         raise TunebenchError(f"--alone must be at least 1 round, got {rounds}")
     names = _alone_columns(options)
-    docs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    for _ in range(rounds):
-        for name in [n for n in names if all(d["status"] == "ok" for d in docs[n])]:
-            doc = _child(model, {**options, "only": [name], "settle": 0})
-            docs[name].append(doc)
-    first = docs[EAGER][0]
-    result = _result_from_json(first, [_merged(n, docs[n]) for n in names])
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}  # the column's JSON from each of its processes
+    with tempfile.TemporaryDirectory(prefix="tunebench-alone-") as cache_dir:
+        for _ in range(rounds):
+            for name in [n for n in names if all(c["status"] == "ok" for c in runs[n])]:  # a skipped column is not retried
+                doc = _child(model, {**options, "only": [name], "settle": 0, "cache_dir": cache_dir})
+                runs[name].append(next(c for c in doc["columns"] if c["name"] == name))
+    result = _result_from_json(doc, [_merged(n, runs[n]) for n in names])
     result.command, result.settle = command, 0
     result.iters = options.get("iters", 30) * rounds
     return result
@@ -364,9 +366,8 @@ def _child(model: str, options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _merged(name: str, docs: list[dict[str, Any]]) -> Column:
+def _merged(name: str, runs: list[dict[str, Any]]) -> Column:
     """One column from its per-process runs: their samples pooled, the last run's status and reason."""
-    runs = [next(c for c in d["columns"] if c["name"] == name) for d in docs]
     last = runs[-1]
     col = Column(name, last["status"], last["reason"], max((r["compile_s"] or 0.0 for r in runs), default=None), last["coverage"])
     col.max_abs_err, col.settings = last["max_abs_err"], last.get("settings") or {}
