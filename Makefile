@@ -12,7 +12,7 @@ $(VENV_OK): pyproject.toml
 	.venv/bin/pip install --upgrade pip -q
 	# torch first and pinned: its CPU wheel is on disk here; an unpinned resolve pulls CUDA.
 	.venv/bin/pip install -q torch==2.13.0
-	.venv/bin/pip install -q -e '.[dev]'
+	.venv/bin/pip install -q -e '.[dev,peers]'
 	touch $(VENV_OK)
 
 setup: $(VENV_OK)
