@@ -30,9 +30,11 @@ class FakeBatcher:
     """Stands in for ``search._Batcher``: advances the clock as a batch would, each batch's pace off by up to 20%."""
 
     clock: Clock
+    startup: float = 60.0  # the run's first batch waits for the worker pools
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def run(self, s: TaskState, limit: int, state: SearchState) -> tuple[int, bool]:
+        self.clock.t, self.startup = self.clock.t + self.startup, 0.0
         carried = bool(s.carry)
         if carried:
             picked, s.carry = s.carry[:limit], s.carry[limit:]
@@ -88,10 +90,11 @@ def test_eta_is_unknown_until_a_search_batch_then_within_a_quarter_of_the_truth(
     assert _check_after_first_search_batch(reports, end=clock.t) >= 5
 
 
-@pytest.mark.parametrize("timeout", [150.0, 300.0])
+@pytest.mark.parametrize("timeout", [200.0, 350.0])
 def test_with_a_timeout_the_eta_is_bounded_by_it_and_the_run_ends_near_it(timeout: float) -> None:
     """The last batch is cut to fit at the search's pace, the first search batch to ``MIN_BATCH`` (at the run's
-    overall rate, replays included, these runs overshot by 80 s and 58 s)."""
+    overall rate, replays included, these runs overshot by 90 s and 32 s). While the search's pace is unknown the
+    ETA is too, though the replays' first batch (pool start-up included) alone seems to reach the deadline."""
     clock = Clock()
     state = _state(clock, budget=100_000, timeout=timeout)
     reports = _run(state, clock)

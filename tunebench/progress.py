@@ -46,8 +46,10 @@ def eta(state: SearchState) -> float | None:
 
     Each phase goes at its own measured pace (``search.Pace``): the schedules from elsewhere still
     to time here at the transfer batches' pace, the rest of the trial budget at the search batches'.
-    A phase with trials left and no finished batch makes the ETA unknown, unless what is known
-    already reaches the deadline: a ``--timeout`` run ends there, so the ETA never passes it.
+    A phase with trials left and no finished batch makes the ETA unknown, even when the other
+    phase's pace alone reaches the deadline: the run's first batch waits for the worker pools to
+    start (a minute, loaded AMD EPYC Zen 3), so one batch of replays can promise the whole budget
+    and the next withdraw it. A ``--timeout`` run ends at its deadline: the ETA never passes it.
     """
     to_deadline = max(0.0, state.deadline - state.now())
     if all(s.done for s in state.states) or state.fit_before_deadline(state.next_phase()) < 1:
@@ -55,13 +57,12 @@ def eta(state: SearchState) -> float | None:
     transfer = state.transfer_left
     left = {TRANSFER: transfer, SEARCH: max(0, state.budget - state.new_trials - transfer)}
     paces = {phase: state.paces[phase].per_trial for phase, trials in left.items() if trials}
-    known = sum(left[phase] * pace for phase, pace in paces.items() if not math.isnan(pace))
+    if any(math.isnan(pace) for pace in paces.values()):
+        return None
     phase = state.next_phase()
-    if left[phase] * paces.get(phase, math.nan) >= to_deadline:  # this phase runs into the deadline
+    if phase in paces and left[phase] * paces[phase] >= to_deadline:  # this phase runs into the deadline
         return math.floor(to_deadline / paces[phase]) * paces[phase]  # in whole trials: the run stops when less than one fits
-    if known >= to_deadline:
-        return to_deadline
-    return None if any(math.isnan(pace) for pace in paces.values()) else known
+    return min(to_deadline, sum(left[p] * pace for p, pace in paces.items()))
 
 
 def _eta_text(state: SearchState) -> str:
