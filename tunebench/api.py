@@ -5,6 +5,7 @@ Everything the CLI prints comes from these functions, so a notebook gets the sam
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,23 +232,31 @@ def tune(
     Re-running with the same log resumes: the budget counts what the log already holds.
     ``transfer_from`` logs (another machine's, another model's) give a head start: each task's
     best schedules there are timed here before the search (``search.tune_tasks``).
+    ``timeout`` (seconds) bounds the whole call, lowering included: ``make tune`` promises a wall time.
+    TVM's own log goes to a file beside the log, not to stderr (``tvmlog``; its ``state.tvm_log`` says where).
     Returns the search state (per-task trials and best latencies, how the search stopped).
     """
+    from . import tvmlog
     from .search import tune_tasks
 
-    lowered = lower_model(model, target, example_inputs, num_cores, winograd, layout, batch, served)
-    log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
-    kwargs = {"reporter": reporter} if reporter else {}
-    return tune_tasks(
-        lowered.tasks,
-        lowered.target,
-        log_path,
-        trials=trials,
-        trials_per_task=trials_per_task,
-        timeout=timeout,
-        more=more,
-        tuner=tuner,
-        measure=measure,
-        transfer_from=transfer_from,
-        **kwargs,
-    )
+    started = time.time()
+    spec = resolve_target(target, num_cores)
+    log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else type(model).__name__, spec)
+    with tvmlog.captured(tvmlog.beside(log_path)) as tvm_log:
+        lowered = lower_model(model, spec, example_inputs, num_cores, winograd, layout, batch, served)
+        state = tune_tasks(
+            lowered.tasks,
+            lowered.target,
+            log_path,
+            trials=trials,
+            trials_per_task=trials_per_task,
+            timeout=timeout,
+            more=more,
+            tuner=tuner,
+            measure=measure,
+            transfer_from=transfer_from,
+            reporter=tvm_log.relaying(reporter),
+            since=started,
+        )
+    state.tvm_log = tvm_log.summary()
+    return state

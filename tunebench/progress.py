@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .search import SearchState
+from .search import SEARCH, TRANSFER, SearchState
 
 
 def _ms(seconds: float) -> str:
@@ -42,21 +41,63 @@ def task_table(state: SearchState, title: str) -> Table:
     return table
 
 
-def status_line(state: SearchState) -> Text:
-    """Model estimate, trials, elapsed time and an ETA from this run's rate."""
-    elapsed = time.time() - state.started
+def eta(state: SearchState) -> float | None:
+    """Seconds until the search ends, or None while this run cannot know.
+
+    Each phase goes at its own measured pace (``search.Pace``): the schedules from elsewhere still
+    to time here at the transfer batches' pace, the rest of the trial budget at the search batches'.
+    A phase with trials left and no finished batch makes the ETA unknown, even when the other
+    phase's pace alone reaches the deadline: the run's first batch waits for the worker pools to
+    start (a minute, loaded AMD EPYC Zen 3), so one batch of replays can promise the whole budget
+    and the next withdraw it. A ``--timeout`` run ends at its deadline: the ETA never passes it.
+    """
+    to_deadline = max(0.0, state.deadline - state.now())
+    if all(s.done for s in state.states) or state.fit_before_deadline(state.next_phase()) < 1:
+        return 0.0  # no further batch will start
+    transfer = state.transfer_left
+    left = {TRANSFER: transfer, SEARCH: max(0, state.budget - state.new_trials - transfer)}
+    paces = {phase: state.paces[phase].per_trial for phase, trials in left.items() if trials}
+    if any(math.isnan(pace) for pace in paces.values()):
+        return None
+    phase = state.next_phase()
+    if phase in paces and left[phase] * paces[phase] >= to_deadline:  # this phase runs into the deadline
+        return math.floor(to_deadline / paces[phase]) * paces[phase]  # in whole trials: the run stops when less than one fits
+    return min(to_deadline, sum(left[p] * pace for p, pace in paces.items()))
+
+
+def _eta_text(state: SearchState) -> str:
+    seconds = eta(state)
+    if seconds is not None:
+        return f"ETA {_duration(seconds)}"
+    waiting = "the first replayed schedules are" if state.paces[TRANSFER].trials == 0 and state.transfer_left else "the first search batch is"
+    bound = f"; --timeout ends it within {_duration(state.deadline - state.now())}" if math.isfinite(state.deadline) else ""
+    return f"ETA unknown until {waiting} timed{bound}"
+
+
+def status_line(state: SearchState, ended: bool = False) -> Text:
+    """Model estimate, trials, elapsed time and, unless the run has ``ended``, the ETA (``eta``)."""
+    elapsed = state.now() - state.started
     done = state.new_trials
-    eta = min(elapsed / done * (state.budget - done) if done else math.inf, state.deadline - time.time())
     tuned = sum(math.isfinite(s.best) for s in state.states)
     est = state.estimated_latency()
     est_txt = f"{est * 1e3:.2f} ms" if math.isfinite(est) else f"n/a ({tuned}/{len(state.states)} tasks measured here)"
-    carry = sum(len(s.carry) for s in state.states)
+    carry = state.transfer_left
     return Text(
         f"estimated model latency {est_txt} | trials this run {done}/{state.budget} "
         f"(log total {state.total_trials}) | elapsed {_duration(elapsed)}"
-        + (f" | ETA {_duration(max(0.0, eta))}" if math.isfinite(eta) else "")
+        + ("" if ended else f" | {_eta_text(state)}")
         + (f" | {carry} schedule(s) from elsewhere still to time here" if carry else "")
     )
+
+
+class _Status:
+    """``status_line`` rendered afresh at every refresh of a Live view: elapsed time and ETA move between batches."""
+
+    def __init__(self, state: SearchState) -> None:
+        self.state = state
+
+    def __rich__(self) -> Text:
+        return status_line(self.state)
 
 
 class LiveReporter:
@@ -67,7 +108,7 @@ class LiveReporter:
         self.live: Live | None = None
 
     def __call__(self, event: str, state: SearchState) -> None:
-        view = Group(task_table(state, "tuning"), status_line(state))
+        view = Group(task_table(state, "tuning"), _Status(state))
         if event == "start":
             self.live = Live(view, console=self.console, refresh_per_second=1, transient=True)
             self.live.start()
@@ -92,8 +133,10 @@ class LineReporter:
 def summary(state: SearchState, console: Console, log_path: str, resume_cmd: str) -> None:
     """The end-of-run table, how the run stopped, and how to resume it."""
     console.print(task_table(state, f"tuning summary: {log_path}"))
-    console.print(status_line(state))
+    console.print(status_line(state, ended=True))
     console.print(f"stopped: {state.stopped_by}")
+    if state.tvm_log:
+        console.print(state.tvm_log, soft_wrap=True, markup=False, highlight=False)
     if state.cost_model:
         console.print(f"cost model: {state.cost_model}")
     searched = [rho for _, carried, rho in state.predictions if not carried and rho == rho][:3]

@@ -86,14 +86,39 @@ class TaskState:
         return self.task.flop / self.best / 1e9 if math.isfinite(self.best) else 0.0
 
 
+TRANSFER, SEARCH = "transfer", "search"  # a run's phases: schedules from elsewhere timed here (``_carry_over``), then the search
+
+
+@dataclass
+class Pace:
+    """One phase's finished batches: trials and wall seconds. A replayed schedule is a build and a
+    run; a searched one also waits for the evolutionary search and the cost model (4-5x slower,
+    Intel Xeon emeraldrapids, issue 25), so a run's overall rate predicts neither phase."""
+
+    trials: int = 0
+    seconds: float = 0.0
+
+    def add(self, trials: int, seconds: float) -> None:
+        if trials:
+            self.trials += trials
+            self.seconds += seconds
+
+    @property
+    def per_trial(self) -> float:
+        """Seconds per trial so far; nan before the phase's first batch."""
+        return self.seconds / self.trials if self.trials else math.nan
+
+
 @dataclass
 class SearchState:
     """The whole search as the progress view and the final summary see it."""
 
     states: list[TaskState]
     budget: int  # trials this run may still spend
-    started: float = field(default_factory=time.time)
+    started: float = math.nan  # default: ``now()`` at creation
     deadline: float = math.inf  # when ``timeout`` stops the run
+    now: Callable[[], float] = time.time  # the clock of the run's schedule and ETA (tests fake it)
+    paces: dict[str, Pace] = field(default_factory=lambda: {TRANSFER: Pace(), SEARCH: Pace()})
     interrupted: bool = False
     stopped_by: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for benchmarks
@@ -101,12 +126,41 @@ class SearchState:
     # of its scores with the measured speeds); how much a warm-started model knows, for benchmarks
     predictions: list[tuple[str, bool, float]] = field(default_factory=list)
     cost_model: str = ""  # where the cost model came from / went to, for the summary
+    tvm_log: str = ""  # where TVM's own messages of this run went (``tvmlog``), for the summary
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.started):
+            self.started = self.now()
 
     def clock(self, phase: str, since: float) -> float:
         """Add the time since ``since`` to ``phase``; return now (to chain phases)."""
-        now = time.time()
+        now = self.now()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
         return now
+
+    @property
+    def transfer_left(self) -> int:
+        """Schedules from elsewhere still to time here, on tasks still searched."""
+        return sum(len(s.carry) for s in self.states if not s.done)
+
+    def next_phase(self) -> str:
+        """The phase of the next batch: carry-over comes first (``_priority``)."""
+        return TRANSFER if self.transfer_left else SEARCH
+
+    def fit_before_deadline(self, phase: str) -> float:
+        """Trials of ``phase`` that fit before the deadline at that phase's pace (inf without one).
+
+        Below 1 the run stops: ``--timeout`` is a promise about wall clock, not about batch starts,
+        and a search batch takes minutes on a slow host. A phase with no finished batch yet gets
+        ``MIN_BATCH``: a first batch measures its pace instead of overshooting on the other phase's.
+        """
+        if not math.isfinite(self.deadline):
+            return math.inf
+        left = self.deadline - self.now()
+        pace = self.paces[phase].per_trial
+        if left <= 0:
+            return 0.0
+        return left / pace if math.isfinite(pace) else float(MIN_BATCH)
 
     @property
     def new_trials(self) -> int:
@@ -199,16 +253,19 @@ def tune_tasks(
     transfer_from: list[str | Path] | None = None,
     seed: int = 0,
     reporter: Reporter = _quiet,
+    since: float | None = None,
 ) -> SearchState:
     """Search schedules for ``tasks``, appending every measurement to ``log_path``.
 
     ``trials`` is the budget for the whole model, counted over the log (a resumed search with the
     same ``trials`` does nothing more); ``trials_per_task`` caps each task likewise. ``timeout``
-    bounds this run's wall clock in seconds and ``more`` its trials, on top of the log. Before
+    bounds this run's wall clock in seconds, counted from ``since`` (default: this call; ``api.tune``
+    passes its own start, lowering included), and ``more`` its trials, on top of the log. Before
     searching a task with no record timed on this machine, its best schedules from elsewhere (the
     log's other machines, ``transfer_from`` logs) are timed here (``_carry_over``). Returns the
     final state, with ``interrupted`` set if Ctrl-C ended it (the records up to the last finished batch are in the log).
     """
+    entered = time.time() if since is None else since  # reading the log's priors takes seconds: they count
     if tuner not in TUNERS:
         raise TunebenchError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
     if trials is None and trials_per_task is None and more is None:
@@ -220,8 +277,8 @@ def tune_tasks(
     states = _task_states(tasks, priors, measure.protocol)
     per_task = trials_per_task if trials_per_task is not None else math.inf
     budget = _budget(states, trials, per_task, more)
-    state = SearchState(states, budget)
-    state.deadline = state.started + timeout if timeout else math.inf
+    state = SearchState(states, budget, started=entered)
+    state.deadline = entered + timeout if timeout is not None else math.inf
     for s in states:
         s.done = s.trials >= per_task
     active = [s for s in states if not s.done]
@@ -275,7 +332,7 @@ def _open_batcher(
     # TVM's thread pool defaults to half the hardware threads (1 on a 2-vCPU VM): candidates must be
     # timed with the threads the target is tuned for. Measurement workers inherit this at spawn.
     os.environ["TVM_NUM_THREADS"] = str(target.num_cores)
-    t = time.time()
+    t = state.now()
     batcher = _Batcher.open(tasks, target, log_path, tuner, measure, host)
     batcher.sources = priors.workloads
     if batcher.cost_model is not None and priors.cost_models:
@@ -294,10 +351,12 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
     try:
         with _StopRequest() as stop:
             while not _stop_reason(state, stop.signum):
-                left = min(state.budget - state.new_trials, _fit_before(state))
                 pool = [s for s in states if not s.done]
                 s = max(pool, key=_priority)
-                measured = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s))), state)
+                left = min(state.budget - state.new_trials, state.fit_before_deadline(TRANSFER if s.carry else SEARCH))
+                t = state.now()
+                measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s))), state)
+                state.paces[TRANSFER if carried else SEARCH].add(measured, state.now() - t)
                 s.new_trials += measured
                 s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
                 if measured:
@@ -320,15 +379,6 @@ def _batch_cap(s: TaskState) -> float:
     return FIRST_BATCH if not s.carry and not math.isfinite(s.best) else math.inf
 
 
-def _fit_before(state: SearchState) -> float:
-    """Trials that fit before the deadline at this run's pace so far (at least one): a 64-candidate
-    batch takes minutes, and ``--timeout`` is a promise about wall clock, not about batch starts."""
-    if not math.isfinite(state.deadline) or not state.new_trials:
-        return math.inf
-    pace = (time.time() - state.started) / state.new_trials
-    return max(1.0, (state.deadline - time.time()) / pace)
-
-
 def _stop_reason(state: SearchState, signum: int | None) -> str:
     """Why the search should stop now ('' to go on); sets ``state.stopped_by`` (and ``interrupted``)."""
     if signum is not None:
@@ -338,7 +388,7 @@ def _stop_reason(state: SearchState, signum: int | None) -> str:
         state.stopped_by = "trial budget reached"
     elif all(s.done for s in state.states):
         state.stopped_by = "every task reached its per-task budget"
-    elif time.time() >= state.deadline:
+    elif state.fit_before_deadline(state.next_phase()) < 1:
         state.stopped_by = "timeout"
     return state.stopped_by
 
@@ -416,12 +466,12 @@ class _Batcher:
             cost_model=self.cost_model,
         )
 
-    def run(self, s: TaskState, limit: int, state: SearchState) -> int:
+    def run(self, s: TaskState, limit: int, state: SearchState) -> tuple[int, bool]:
         """Measure up to ``limit`` candidates of task ``s`` (its carry-over first) and log them;
-        return how many (0 when the search strategy has none left)."""
+        return how many (0 when the search strategy has none left) and whether they were carried over."""
         from tvm.s_tir import meta_schedule as ms
 
-        t = time.time()
+        t = state.now()
         workload = self.ms_workloads[s.task.workload_key]
         cands: list[Any] = []
         if s.carry:  # schedules from elsewhere first; those that do not apply here are dropped
@@ -432,7 +482,7 @@ class _Batcher:
             cands = list(s.ctx.generate_measure_candidates() or [])[:limit]
         state.clock("search", t)
         if not cands:
-            return 0
+            return 0, False
         tvm_target = self.target.tvm()
         predicted = self.cost_model.predict(s.ctx, cands) if self.cost_model is not None else None  # random until trained, as the search sees it
         results, measured_on = _measure(self.builder, self.runner, tvm_target, cands, state)
@@ -440,7 +490,7 @@ class _Batcher:
         results = [_summarized(res, self.protocol) for res in results]  # what MetaSchedule ranks by
         if predicted is not None:
             state.predictions.append((s.task.name, carried, rank_correlation(predicted, results)))
-        t = time.time()
+        t = state.now()
         if not carried:  # the search strategy counts its own candidates only
             s.ctx.notify_runner_results(cands, results)
         if self.cost_model is not None:
@@ -468,7 +518,7 @@ class _Batcher:
             s.consider(r)
         self.writer.append(batch_records, self.workloads)
         state.clock("log", t)
-        return len(cands)
+        return len(cands), carried
 
 
 class _StopRequest:
@@ -622,7 +672,7 @@ def _measure(builder: Any, runner: Any, target: Any, cands: list[Any], state: Se
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput, RunnerResult
 
-    t = time.time()
+    t = state.now()
     built = builder.build([BuilderInput(c.sch.mod, target) for c in cands])
     t = state.clock("build", t)
     to_run = [(i, b) for i, b in enumerate(built) if b.error_msg is None]

@@ -1,0 +1,106 @@
+"""Issue 25: the ETA models the transfer phase and the search separately, on a faked clock (no tuning)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from tunebench import records
+from tunebench.progress import eta, status_line
+from tunebench.search import SearchState, TaskState, _search
+from tunebench.tasks import Task
+
+TRANSFER_PACE, SEARCH_PACE = 1.0, 4.0  # seconds per trial: replays 4x faster than the search, as in issue 25
+CANDIDATES = 32  # what one search batch's evolutionary search hands over (``num_trials_per_iter``)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class FakeBatcher:
+    """Stands in for ``search._Batcher``: advances the clock as a batch would, each batch's pace off by up to 20%."""
+
+    clock: Clock
+    startup: float = 60.0  # the run's first batch waits for the worker pools
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def run(self, s: TaskState, limit: int, state: SearchState) -> tuple[int, bool]:
+        self.clock.t, self.startup = self.clock.t + self.startup, 0.0
+        carried = bool(s.carry)
+        if carried:
+            picked, s.carry = s.carry[:limit], s.carry[limit:]
+            n, pace = len(picked), TRANSFER_PACE
+        else:
+            n, pace = min(limit, CANDIDATES), SEARCH_PACE
+        self.clock.t += n * pace * self.rng.uniform(0.8, 1.2)
+        s.best_record = records.Record(s.task.workload_key, [], [], [1e-3], None, {}, {}, "x")
+        return n, carried
+
+
+def _state(clock: Clock, budget: int, timeout: float = math.inf) -> SearchState:
+    """Ten tasks with 8 schedules from elsewhere each: 80 replays, then the rest of ``budget`` searched."""
+    carry = [records.Record("other", [], [], [1e-3], None, {}, {}, "x")] * 8
+    tasks = [TaskState(Task(f"conv{i}", "conv2d", 1e6, 1, f"k{i}", None), carry=list(carry)) for i in range(10)]
+    state = SearchState(tasks, budget, now=clock)
+    state.deadline = state.started + timeout
+    return state
+
+
+def _run(state: SearchState, clock: Clock) -> list[tuple[float, float | None, bool, str]]:
+    """Run the real search loop on the fake batcher; per report: time, ETA, whether a search batch was done, the line."""
+    reports = []
+
+    def reporter(event: str, st: SearchState) -> None:
+        reports.append((clock.t, eta(st), st.paces["search"].trials > 0, str(status_line(st))))
+
+    reporter("start", state)  # as ``tune_tasks`` does before the loop
+    _search(FakeBatcher(clock), state, math.inf, reporter)  # type: ignore[arg-type]
+    return reports
+
+
+def _check_after_first_search_batch(reports: list[tuple[float, float | None, bool, str]], end: float) -> int:
+    checked = 0
+    for t, predicted, searched, line in reports:
+        if not searched:
+            assert predicted is None and "ETA unknown" in line, line
+            continue
+        assert predicted is not None, line
+        assert abs(predicted - (end - t)) <= 0.25 * (end - t), (line, end - t)
+        checked += 1
+    return checked
+
+
+def test_eta_is_unknown_until_a_search_batch_then_within_a_quarter_of_the_truth() -> None:
+    """The old ETA extrapolated the run's overall rate: after the fast replays it promised a third of the time left."""
+    clock = Clock()
+    state = _state(clock, budget=80 + 320)
+    reports = _run(state, clock)
+    assert state.stopped_by == "trial budget reached"
+    assert reports[0][1] is None and "until the first replayed schedules are timed" in reports[0][3]
+    assert any("until the first search batch is timed" in r[3] for r in reports)
+    assert _check_after_first_search_batch(reports, end=clock.t) >= 5
+
+
+@pytest.mark.parametrize("timeout", [200.0, 350.0])
+def test_with_a_timeout_the_eta_is_bounded_by_it_and_the_run_ends_near_it(timeout: float) -> None:
+    """The last batch is cut to fit at the search's pace, the first search batch to ``MIN_BATCH`` (at the run's
+    overall rate, replays included, these runs overshot by 90 s and 32 s). While the search's pace is unknown the
+    ETA is too, though the replays' first batch (pool start-up included) alone seems to reach the deadline."""
+    clock = Clock()
+    state = _state(clock, budget=100_000, timeout=timeout)
+    reports = _run(state, clock)
+    assert state.stopped_by == "timeout"
+    assert abs(clock.t - state.deadline) <= 0.05 * timeout, clock.t - state.deadline
+    for t, predicted, _, _ in reports:
+        assert predicted is None or predicted <= max(0.0, state.deadline - t) + 1e-9
+    assert "--timeout ends it within" in reports[0][3]
+    assert _check_after_first_search_batch(reports, end=clock.t) >= 2
