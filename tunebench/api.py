@@ -231,10 +231,12 @@ def tune(
     Re-running with the same log resumes: the budget counts what the log already holds.
     ``transfer_from`` logs (another machine's, another model's) give a head start: each task's
     best schedules there are timed here before the search (``search.tune_tasks``).
+    ``timeout`` (seconds) alone is a budget too: the search runs until the clock stops it.
     Returns the search state (per-task trials and best latencies, how the search stopped).
     """
-    from .search import tune_tasks
+    from .search import check_run, tune_tasks
 
+    check_run(tuner, trials, trials_per_task, more, timeout)  # before the seconds lowering takes
     lowered = lower_model(model, target, example_inputs, num_cores, winograd, layout, batch, served)
     log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
     kwargs = {"reporter": reporter} if reporter else {}

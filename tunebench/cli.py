@@ -111,7 +111,7 @@ def tune(
     target: TargetOpt = "avx2",
     trials: Annotated[Optional[int], typer.Option(help="trial budget for the whole model, counting the log")] = None,
     trials_per_task: Annotated[Optional[int], typer.Option(help="trial cap per task, counting the log")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds; alone, a time budget (tune until it is up)")] = None,
     more: Annotated[Optional[int], typer.Option(help="trials for this run, on top of what the log holds")] = None,
     tuner: Annotated[str, typer.Option(help="xgb (evolutionary search + XGBoost cost model) or random")] = "xgb",
     log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl.gz)")] = None,
