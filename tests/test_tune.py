@@ -206,3 +206,17 @@ def test_integer_inputs_of_a_candidate_are_in_bounds_indices() -> None:
 
     [args] = alloc_arguments(tvm.cpu(), [["TENSOR", "int64", [4]], ["TENSOR", "float32", [8, 8]]], 1)
     assert not args[0].numpy().any() and args[1].numpy().std() > 0
+
+
+def test_each_custom_target_gets_its_own_default_log() -> None:
+    from tunebench.target import resolve_target
+
+    def log_of(target: str, cores: int = 2) -> Path:
+        return api.default_log_path("resnet18", resolve_target(target, cores, check=False))
+
+    znver3 = log_of('{"kind": "llvm", "mcpu": "znver3"}')
+    assert znver3.parent == api.LOG_DIR and znver3.name.startswith("resnet18-custom-") and znver3.name.endswith(".jsonl.gz")
+    assert log_of('{"kind": "llvm", "mcpu": "skylake"}') != znver3
+    assert log_of('{"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2"]}') != znver3
+    assert log_of('{"mcpu": "znver3", "kind": "llvm"}', cores=8) == znver3, "the same target, written another way or with other cores: the same log"
+    assert log_of("avx2") == api.LOG_DIR / "resnet18-avx2.jsonl.gz"

@@ -5,11 +5,12 @@ Everything the CLI prints comes from these functions, so a notebook gets the sam
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .target import TargetSpec, resolve_target
+from .target import TargetSpec, identity, resolve_target
 
 LOG_DIR = Path("tuning_logs")
 
@@ -198,9 +199,15 @@ def _lowering(name: str, source: Any, relax_mod: Any, inputs: tuple[Any, ...], s
 
 def default_log_path(model: str, target: TargetSpec) -> Path:
     """``tuning_logs/<model>-<target>.jsonl.gz`` (a file:factory reference uses its factory name), or
-    the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are."""
+    the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are.
+
+    A JSON target's ``<target>`` is ``custom-`` and 8 hex digits of its identity (``target.identity``:
+    the dict without ``num-cores``), so two custom targets keep two logs and one keeps one on any host."""
     stem = model.rsplit(":", 1)[-1] if ":" in model else model
-    plain = LOG_DIR / f"{stem}-{target.name}.jsonl"
+    name = target.name
+    if name == "custom":
+        name += "-" + hashlib.sha256(identity(target.config).encode()).hexdigest()[:8]
+    plain = LOG_DIR / f"{stem}-{name}.jsonl"
     return plain if plain.exists() else plain.with_name(plain.name + ".gz")
 
 
@@ -234,11 +241,17 @@ def tune(
     ``timeout`` (seconds) alone is a budget too: the search runs until the clock stops it.
     Returns the search state (per-task trials and best latencies, how the search stopped).
     """
+    from .preflight import writable
+    from .records import log_files
     from .search import check_run, tune_tasks
 
-    check_run(tuner, trials, trials_per_task, more, timeout)  # before the seconds lowering takes
-    lowered = lower_model(model, target, example_inputs, num_cores, winograd, layout, batch, served)
-    log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else lowered.name, lowered.target)
+    # bad arguments refused before the seconds lowering takes
+    check_run(tuner, trials, trials_per_task, more, timeout)
+    spec = resolve_target(target, num_cores)
+    log_path = writable(log or default_log_path(model if isinstance(model, str) else type(model).__name__, spec), "log")
+    if transfer_from:
+        log_files(transfer_from)  # each exists
+    lowered = lower_model(model, spec, example_inputs, num_cores, winograd, layout, batch, served)
     kwargs = {"reporter": reporter} if reporter else {}
     return tune_tasks(
         lowered.tasks,
