@@ -25,6 +25,7 @@ from tunebench.runtime import TvmSubgraph
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 
 
+@pytest.mark.timeout(900)  # its bench process may take 600 s: that timeout should be the one to speak
 def test_bench_cli_writes_json_with_every_column(tiny_log: Path, tmp_path: Path) -> None:
     # a fresh process: TVM sizes its thread pool once, at first use, so an in-process run after other
     # tests could not show that --threads reaches TVM

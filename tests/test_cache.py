@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tunebench import cache
+from tunebench import cache, plan
 from tunebench.cache import MB, STATS, CacheWarning, CompileCache, Entry, clear, list_entries, max_cache_bytes
 from tunebench.cli import app
 
@@ -64,12 +64,20 @@ def fake_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tvm.runtime, "load_module", load)
 
 
+def k(name: str) -> str:
+    """A cache key (a SHA-256 hex digest, as the backend makes them) that a test can read: ``k("a")`` is 64 a's."""
+    return (name * 64)[:64]
+
+
+K = k("f")  # the key of tests that need one
+
+
 def on_disk(folder: Path) -> set[str]:
-    return {e.key for e in list_entries(folder).entries}
+    return {e.key[0] for e in list_entries(folder).entries}
 
 
 def set_last_used(folder: Path, key: str, t: float) -> None:
-    for path in folder.glob(f"{key}.*"):
+    for path in folder.glob(f"*{k(key)}.*"):
         os.utime(path, (t, t))
 
 
@@ -77,29 +85,31 @@ def test_eviction_keeps_the_limit_least_recently_used_first(tmp_path: Path, fake
     limit = 35_000  # three 10 kB entries (+ JSON) fit, four do not
     now = time.time()
     for i, key in enumerate("abc"):
-        CompileCache(max_bytes=limit).get(key, tmp_path, tvm_entry(10_000))
+        CompileCache(max_bytes=limit).get(k(key), tmp_path, tvm_entry(10_000))
         set_last_used(tmp_path, key, now - 300 + 100 * i)  # a oldest, c newest
     assert on_disk(tmp_path) == {"a", "b", "c"}
 
     reader = CompileCache(max_bytes=limit)
-    assert reader.get("a", tmp_path, no_build).module.size == 10_000  # a disk hit: a is now the newest
-    reader.get("d", tmp_path, tvm_entry(10_000))
+    assert reader.get(k("a"), tmp_path, no_build).module.size == 10_000  # a disk hit: a is now the newest
+    reader.get(k("d"), tmp_path, tvm_entry(10_000))
     assert on_disk(tmp_path) == {"a", "c", "d"}, "b, least recently used, should have gone"
-    assert not list(tmp_path.glob("b.*")), "b's lock file should go with it"
+    assert not list(tmp_path.glob(f"*{k('b')}*")), "b's lock file should go with it"
     assert list_entries(tmp_path).total <= limit
 
-    CompileCache(max_bytes=5_000).get("e", tmp_path, tvm_entry(10_000))  # alone over the limit: stored, the rest evicted
+    CompileCache(max_bytes=5_000).get(k("e"), tmp_path, tvm_entry(10_000))  # alone over the limit: stored, the rest evicted
     assert on_disk(tmp_path) == {"e"}
     assert (STATS.compiles, STATS.disk_hits) == (5, 1)
 
 
 def test_eviction_removes_stale_temp_files_only(tmp_path: Path) -> None:
-    stale, fresh = tmp_path / ".x.1.2.tmp.so", tmp_path / ".y.3.4.tmp.so"
-    tmp_path.mkdir(exist_ok=True)
-    stale.write_bytes(b"torn"), fresh.write_bytes(b"being written")
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    CompileCache().get("k", tmp_path, lambda: Entry("pytorch", 1))
-    assert not stale.exists() and fresh.exists()
+    stale, fresh = tmp_path / f".tunebench-{k('a')}.1.2.tmp.so", tmp_path / f".tunebench-{k('b')}.3.4.tmp.so"
+    users = tmp_path / ".x.1.2.tmp.so"  # a temp-like name tunebench never writes
+    for path in (stale, fresh, users):
+        path.write_bytes(b"torn")
+    for path in (stale, users):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    CompileCache().get(K, tmp_path, lambda: Entry("pytorch", 1))
+    assert not stale.exists() and fresh.exists() and users.exists()
 
 
 def test_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +132,7 @@ def test_threads_build_a_key_once(tmp_path: Path) -> None:
 
     def call() -> None:
         start.wait()
-        results.append(c.get("k", tmp_path, build))
+        results.append(c.get(K, tmp_path, build))
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for t in threads:
@@ -147,9 +157,9 @@ def test_threads_build_different_keys_at_once(tmp_path: Path) -> None:
         b_started.set()
         return Entry("pytorch", 1)
 
-    t = threading.Thread(target=c.get, args=("a", tmp_path, build_a))
+    t = threading.Thread(target=c.get, args=(k("a"), tmp_path, build_a))
     t.start()
-    c.get("b", tmp_path, build_b)
+    c.get(k("b"), tmp_path, build_b)
     t.join()
     assert overlapped == [True]
 
@@ -168,7 +178,7 @@ def build():
 (marks / f"ready-{os.getpid()}").touch()
 while not (marks / "go").exists():
     time.sleep(0.01)
-CompileCache().get("k", folder, build)
+CompileCache().get("f" * 64, folder, build)
 print(json.dumps({"compiles": STATS.compiles, "disk_hits": STATS.disk_hits}))
 """
 
@@ -195,11 +205,11 @@ def test_processes_build_a_key_once(tmp_path: Path) -> None:
 
 
 def test_missing_library_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
-    CompileCache().get("k", tmp_path, tvm_entry(100))
-    (tmp_path / "k.so").unlink()  # as if evicted between a reader's JSON and its load
+    CompileCache().get(K, tmp_path, tvm_entry(100))
+    cache.library_file(K, tmp_path).unlink()  # as if evicted between a reader's JSON and its load
     with pytest.warns(CacheWarning, match="unusable"):
-        entry = CompileCache().get("k", tmp_path, tvm_entry(100))  # TVM's own loader meets the missing file
-    assert entry.runner == "tvm" and (tmp_path / "k.so").stat().st_size == 100
+        entry = CompileCache().get(K, tmp_path, tvm_entry(100))  # TVM's own loader meets the missing file
+    assert entry.runner == "tvm" and cache.library_file(K, tmp_path).stat().st_size == 100
     assert (STATS.compiles, STATS.disk_hits) == (2, 0)
 
 
@@ -207,7 +217,7 @@ def test_unwritable_directory_serves_from_memory(tmp_path: Path) -> None:
     folder = tmp_path / "file-not-dir" / "cache"
     folder.parent.write_text("")  # neither a lock file nor entries can be created below it
     with pytest.warns(CacheWarning, match="kept in memory only"):
-        entry = CompileCache().get("k", folder, lambda: Entry("pytorch", 1))
+        entry = CompileCache().get(K, folder, lambda: Entry("pytorch", 1))
     assert entry.runner == "pytorch" and STATS.compiles == 1
 
 
@@ -215,9 +225,8 @@ def test_cli_show_and_clear(tmp_path: Path) -> None:
     c, a, b = CompileCache(), "a" * 64, "b" * 64
     c.get(a, tmp_path, lambda: Entry("pytorch", 1, ["w1", "w2"], lowering="nchw"))
     c.get(b, tmp_path, tvm_entry(2 * MB))
-    (tmp_path / f".{b}.1.2.tmp.so").write_bytes(b"x" * 1000)  # a crashed writer's
-    (tmp_path / "plans").mkdir()
-    (tmp_path / "plans" / f"{'c' * 64}.json").write_text("{}")  # a remembered split (tunebench.plan): derived, cleared too
+    (tmp_path / f".tunebench-{b}.1.2.tmp.so").write_bytes(b"x" * 1000)  # a crashed writer's
+    plan.store(k("c"), tmp_path, plan.Plan("tvm_0", a, [0], [0]))  # a remembered split: derived, cleared too
 
     listing = list_entries(tmp_path)
     assert [(e.key, e.runner, e.applied) for e in listing.entries] == [(b, "tvm", 1), (a, "pytorch", 2)]
@@ -235,3 +244,61 @@ def test_cli_show_and_clear(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["plans"] and os.listdir(tmp_path / "plans") == []
     assert clear(tmp_path) == cache.Cleared(0, 0, 0)
     assert "0 entries" in runner.invoke(app, ["cache", "show", "--dir", str(tmp_path / "none")]).output
+
+
+def users_files(folder: Path) -> dict[Path, bytes]:
+    """A project folder's own files, some with the extensions and shapes of cache files, written to ``folder``."""
+    files = {
+        folder / "package.json": b'{"name": "app"}',
+        folder / "libfast.so": b"\x7fELF" + b"\0" * 5000,
+        folder / "yarn.lock": b"# lock",
+        folder / f"{k('a')}.json": b"{}",  # a content-addressed store's name, the shape of an old cache entry
+        folder / ".x.1.2.tmp.so": b"mine",
+        folder / "plans" / "roadmap.json": b"[]",
+        folder / "digests" / "weekly.jsonl.gz": b"news",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (time.time() - 7200, time.time() - 7200))  # older than any entry, and than a stale temp
+    return files
+
+
+def test_clear_and_eviction_delete_only_what_tunebench_wrote(tmp_path: Path) -> None:
+    mine = users_files(tmp_path)
+    limit = 1_000  # every entry is over it: each store evicts all the others
+    for key in "abc":
+        CompileCache(max_bytes=limit).get(k(key), tmp_path, tvm_entry(2_000))
+    assert on_disk(tmp_path) == {"c"} and list_entries(tmp_path).total < 3_000
+    assert all(path.read_bytes() == data for path, data in mine.items()), "eviction deleted a user's file"
+
+    cleared = CliRunner().invoke(app, ["cache", "clear", "--dir", str(tmp_path)])
+    assert cleared.exit_code == 0, cleared.output
+    assert "(1 entries)" in cleared.output
+    assert all(path.read_bytes() == data for path, data in mine.items()), "cache clear deleted a user's file"
+    left = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert left == set(mine), f"cache clear left tunebench files: {sorted(map(str, left - set(mine)))}"
+
+
+def test_every_file_the_cache_writes_is_one_clear_recognises(tmp_path: Path) -> None:
+    """The writers (entries, temps, plans, digests) and ``clear`` agree on names: nothing tunebench writes outlives a clear."""
+    from tunebench import digest
+
+    log = tmp_path / "t.jsonl"
+    log.write_text(json.dumps({"type": "workload", "v": 1, "key": "w", "task": "t", "flop": 1.0, "mod": ""}) + "\n")
+    folder = tmp_path / "cache"
+    CompileCache().get(K, folder, tvm_entry(100))
+    plan.store(k("c"), folder, plan.Plan("tvm_0", K, [0], [0]))
+    digest.read_for_serving(log, folder)
+    (folder / f".tunebench-{K}.1.2.tmp.json").write_text("{")
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(written) == 6 and all(p.name.lstrip(".").startswith("tunebench-") for p in written), written
+    clear(folder)
+    assert [p for p in folder.rglob("*") if p.is_file()] == []
+
+
+def test_a_key_that_is_not_a_digest_is_refused(tmp_path: Path) -> None:
+    """A file named by any other key would be one ``clear`` cannot tell from a user's."""
+    with pytest.raises(ValueError, match="SHA-256 hex digest"):
+        CompileCache().get("package", tmp_path, lambda: Entry("pytorch", 1))
+    assert not tmp_path.exists() or os.listdir(tmp_path) == []

@@ -112,6 +112,14 @@ def test_a_host_without_the_kernels_isa_is_refused(saved: Path, fake_host) -> No
         (lambda m: m.update(tvm="0.19.0"), "built with TVM 0.19.0"),
         (lambda m: m.update(format=99), "artifact format 99"),
         (lambda m: m.pop("takes"), "damaged"),
+        # mistyped fields: refused when read, not met later inside a call
+        (lambda m: m.update(takes="0"), "field 'takes' is str, not list"),
+        (lambda m: m.update(takes=[5]), "not lists of indices"),
+        (lambda m: m.update(needs=[1]), "'needs' is not a list of strings"),
+        (lambda m: m.update(inputs=[[[1, 3, 16, 16], "float99"]]), "'inputs' holds"),
+        (lambda m: m.update(outputs=[0, 0]), "'out_spec' has 1 outputs"),
+        (lambda m: m.update(out_spec="{not a tree"), "'out_spec' is not an output structure"),
+        (lambda m: m.update(format=True), "artifact format True|'format' is bool"),
     ],
 )
 def test_foreign_or_damaged_manifests_are_clear_errors(saved: Path, change, message: str) -> None:

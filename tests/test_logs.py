@@ -295,3 +295,37 @@ def test_serving_reads_a_digest_that_follows_the_log(tiny_log: Path, tmp_path: P
     again = make_config(log, cache_dir=cache_dir)
     assert again.best[key].identity() == faster.identity(), "a record appended to the log is not served"
     assert [p.name for p in (cache_dir / "digests").iterdir()] != [p.name for p in digests] and len(list((cache_dir / "digests").iterdir())) == 1
+
+
+def test_show_fits_an_80_column_terminal(tiny_log: Path, tmp_path: Path, fake_host) -> None:
+    """`logs show | cat` or an 80-column terminal: one line per workload, none wider than the terminal,
+    long task names shortened, why a record is not usable said once. A wide terminal keeps every column."""
+    from io import StringIO
+
+    from conftest import rewritten
+    from rich.console import Console
+
+    from tunebench.logs import print_summary
+
+    long_names = tmp_path / "long.jsonl"
+    longer = '"task": "fused_conv2d_NCHWc_subtract1_divide1_multiply1_add2_add3_relu1_conv2d'
+    long_names.write_text(tiny_log.read_text().replace('"task": "fused_conv2d', longer))
+    foreign = rewritten(long_names, tmp_path / "foreign.jsonl", target={"mcpu": "skylake-avx512"})
+    both = tmp_path / "both.jsonl"
+    both.write_text(long_names.read_text() + foreign.read_text())
+    fake_host("zen3")  # AVX2 only: the skylake-avx512 records are not usable here
+    summary = summarize(both)
+    assert len(summary.rows) == 4
+
+    def shown(width: int) -> list[str]:
+        out = StringIO()
+        print_summary(summary, Console(file=out, width=width, force_terminal=False))
+        return out.getvalue().splitlines()
+
+    narrow = shown(80)
+    assert max(map(len, narrow)) <= 80, "\n".join(narrow)
+    rows = [line for line in narrow if "…" in line]
+    assert len(rows) == 4 and all(" 4 " in row for row in rows), "\n".join(narrow)  # one line per row, trials column whole
+    assert sum("not usable here (2 workload(s)): CPU lacks avx512f" in line for line in narrow) == 1
+    wide = shown(400)
+    assert any("usable here" in line for line in wide) and sum("no: CPU lacks avx512f" in line for line in wide) == 2

@@ -84,11 +84,43 @@ def test_per_task_cap_skips_finished_tasks(tiny_log: Path, tmp_path: Path) -> No
     assert state.new_trials == 1, "only the short task was searched"
 
 
-def test_unknown_tuner_and_missing_budget_are_errors(tmp_path: Path) -> None:
+def test_unknown_tuner_and_missing_budget_are_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_lowering(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a bad command lowered the model before refusing it")
+
+    monkeypatch.setattr(api, "lower_model", no_lowering)
     with pytest.raises(TunebenchError, match="unknown tuner"):
         api.tune(TINY, "avx2", log=tmp_path / "x.jsonl", trials=4, tuner="annealing")
     with pytest.raises(TunebenchError, match="give a budget"):
         api.tune(TINY, "avx2", log=tmp_path / "x.jsonl")
+    for bad in ({"timeout": 0.0}, {"timeout": -5.0}, {"timeout": float("nan")}, {"trials": -1}, {"more": -3, "timeout": 60.0}):
+        with pytest.raises(TunebenchError, match=r"--timeout takes seconds|takes a number of trials"):
+            api.tune(TINY, "avx2", log=tmp_path / "x.jsonl", **bad)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_time_budget_alone_tunes_until_the_clock_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--timeout`` alone is a budget ("tune for ten minutes"): MetaSchedule's real search proposes
+    batch after batch, each appended to the log, until the deadline. Measuring and the clock are
+    faked (each batch "takes" 1000 s of a 2500 s budget), so the run takes seconds and no speed is assumed."""
+    from tvm.s_tir.meta_schedule.runner import RunnerResult
+
+    from tunebench import search
+
+    skew, batches = [0.0], []
+    real_time = time.time
+    monkeypatch.setattr(search, "time", type("Clock", (), {"time": staticmethod(lambda: real_time() + skew[0])}))
+    monkeypatch.setattr(search, "_measure", lambda builder, runner, target, cands, state: ([RunnerResult([1e-3], None) for _ in cands], [None] * len(cands)))
+
+    def reporter(event: str, state: search.SearchState) -> None:
+        if event == "batch":
+            batches.append(state.new_trials)
+            skew[0] += 1000.0
+
+    log = tmp_path / "timed.jsonl"
+    state = api.tune(TINY, "avx2", log=log, timeout=2500, tuner="random", layout="nchw", reporter=reporter)
+    assert state.stopped_by == "timeout" and len(batches) == 3, (state.stopped_by, batches)
+    assert state.new_trials == batches[-1] == len(record_lines(log)) > 2 * search.FIRST_BATCH
 
 
 def test_torn_last_line_and_garbage_line_are_reported_not_fatal(tiny_log: Path, tmp_path: Path) -> None:
@@ -174,3 +206,17 @@ def test_integer_inputs_of_a_candidate_are_in_bounds_indices() -> None:
 
     [args] = alloc_arguments(tvm.cpu(), [["TENSOR", "int64", [4]], ["TENSOR", "float32", [8, 8]]], 1)
     assert not args[0].numpy().any() and args[1].numpy().std() > 0
+
+
+def test_each_custom_target_gets_its_own_default_log() -> None:
+    from tunebench.target import resolve_target
+
+    def log_of(target: str, cores: int = 2) -> Path:
+        return api.default_log_path("resnet18", resolve_target(target, cores, check=False))
+
+    znver3 = log_of('{"kind": "llvm", "mcpu": "znver3"}')
+    assert znver3.parent == api.LOG_DIR and znver3.name.startswith("resnet18-custom-") and znver3.name.endswith(".jsonl.gz")
+    assert log_of('{"kind": "llvm", "mcpu": "skylake"}') != znver3
+    assert log_of('{"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2"]}') != znver3
+    assert log_of('{"mcpu": "znver3", "kind": "llvm"}', cores=8) == znver3, "the same target, written another way or with other cores: the same log"
+    assert log_of("avx2") == api.LOG_DIR / "resnet18-avx2.jsonl.gz"

@@ -116,5 +116,22 @@ def test_dynamo_compile_lock() -> None:
     lock = getattr(convert_frame, "compile_lock", None)
     if lock is None:
         pytest.fail(f"torch {torch.__version__} has no torch._dynamo.convert_frame.compile_lock; backend._build_lock uses it")
-    with lock, lock:  # re-entrant
-        pass
+    assert _reenters(threading.RLock()) and not _reenters(threading.Lock(), timeout=0.1), "the check itself would hang"
+    assert _reenters(lock), "compile_lock is not re-entrant: a build inside a dynamo-compiled call would deadlock"
+
+
+def _reenters(lock: Any, timeout: float = 10.0) -> bool:
+    """Whether the thread holding ``lock`` can take it again: False for a plain lock, after ``timeout``, not a hang."""
+    assert lock.acquire(timeout=timeout), "the lock is held by another thread"
+    try:
+        again = lock.acquire(timeout=timeout)
+        if again:
+            lock.release()
+        return again
+    finally:
+        lock.release()
+
+
+def test_the_suite_has_a_per_test_timeout(pytestconfig: pytest.Config) -> None:
+    """A hung test fails by name (pytest-timeout) instead of hanging CI until its job limit."""
+    assert 0 < float(pytestconfig.getini("timeout")) <= 900

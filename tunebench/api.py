@@ -5,12 +5,13 @@ Everything the CLI prints comes from these functions, so a notebook gets the sam
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .target import TargetSpec, resolve_target
+from .target import TargetSpec, identity, resolve_target
 
 LOG_DIR = Path("tuning_logs")
 
@@ -199,9 +200,15 @@ def _lowering(name: str, source: Any, relax_mod: Any, inputs: tuple[Any, ...], s
 
 def default_log_path(model: str, target: TargetSpec) -> Path:
     """``tuning_logs/<model>-<target>.jsonl.gz`` (a file:factory reference uses its factory name), or
-    the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are."""
+    the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are.
+
+    A JSON target's ``<target>`` is ``custom-`` and 8 hex digits of its identity (``target.identity``:
+    the dict without ``num-cores``), so two custom targets keep two logs and one keeps one on any host."""
     stem = model.rsplit(":", 1)[-1] if ":" in model else model
-    plain = LOG_DIR / f"{stem}-{target.name}.jsonl"
+    name = target.name
+    if name == "custom":
+        name += "-" + hashlib.sha256(identity(target.config).encode()).hexdigest()[:8]
+    plain = LOG_DIR / f"{stem}-{name}.jsonl"
     return plain if plain.exists() else plain.with_name(plain.name + ".gz")
 
 
@@ -232,16 +239,22 @@ def tune(
     Re-running with the same log resumes: the budget counts what the log already holds.
     ``transfer_from`` logs (another machine's, another model's) give a head start: each task's
     best schedules there are timed here before the search (``search.tune_tasks``).
-    ``timeout`` (seconds) bounds the whole call, lowering included: ``make tune`` promises a wall time.
+    ``timeout`` (seconds) bounds the whole call, lowering included (``make tune`` promises a wall time),
+    and alone is a budget too: the search runs until the clock stops it.
     TVM's own log goes to a file beside the log, not to stderr (``tvmlog``; its ``state.tvm_log`` says where).
     Returns the search state (per-task trials and best latencies, how the search stopped).
     """
     from . import tvmlog
-    from .search import tune_tasks
+    from .preflight import writable
+    from .records import log_files
+    from .search import check_run, tune_tasks
 
     started = time.time()
+    check_run(tuner, trials, trials_per_task, more, timeout)  # bad arguments refused before the seconds lowering takes
     spec = resolve_target(target, num_cores)
-    log_path = Path(log) if log else default_log_path(model if isinstance(model, str) else type(model).__name__, spec)
+    log_path = writable(log or default_log_path(model if isinstance(model, str) else type(model).__name__, spec), "log")
+    if transfer_from:
+        log_files(transfer_from)  # each exists
     with tvmlog.captured(tvmlog.beside(log_path)) as tvm_log:
         lowered = lower_model(model, spec, example_inputs, num_cores, winograd, layout, batch, served)
         state = tune_tasks(

@@ -281,12 +281,16 @@ def run_bench(
     the ``build.compile_model`` column, ``saved`` the ``tunebench.save``/``load`` one; ``inductor=False`` and ``fallback`` (the backend's policy for
     untuned subgraphs) serve ``tunebench apply``. ``torch_isa`` (a ``TORCH_ISA`` key) caps PyTorch's ISA.
     """
+    from .context import check_fallback
+
+    _check_counts(iters=iters, warmup=warmup, settle=settle, batch=batch, threads=threads)
+    check_fallback(fallback)
     isa_env = _cap_torch_isa(torch_isa)
     import torch
 
     from .target import host_fingerprint
 
-    history, spec, module, inputs = _setup(model, log, target, threads, batch, iters)
+    history, spec, module, inputs = _setup(model, log, target, threads, batch)
     picks = _Picks(untuned, inductor, whole_model, saved, peers, peer_spin, _only(only))
     thread_counts = set_threads(spec.num_cores)
     counted = count_flops(module, inputs)
@@ -382,15 +386,22 @@ def _result_from_json(doc: dict[str, Any], columns: list[Column]) -> BenchResult
     return result
 
 
-def _setup(model: str, log: str | Path | None, target: str | None, threads: int | None, batch: int | None, iters: int) -> tuple[Any, Any, Any, tuple[Any, ...]]:
-    """(log, target, module, inputs), bad arguments refused first: a bad log path fails before anything compiles."""
+def _check_counts(**counts: int | None) -> None:
+    """Refuse, before anything is imported or built, a count out of range: ``iters``, ``batch`` and
+    ``threads`` (when given) at least 1, ``warmup`` and ``settle`` at least 0. Errors name the CLI option."""
+    for name, value in counts.items():
+        least = 0 if name in ("warmup", "settle") else 1
+        if value is not None and value < least:
+            raise TunebenchError(f"--{name} must be at least {least}, got {value}")
+
+
+def _setup(model: str, log: str | Path | None, target: str | None, threads: int | None, batch: int | None) -> tuple[Any, Any, Any, tuple[Any, ...]]:
+    """(log, target, module, inputs), the log read first: a bad log path fails before anything compiles."""
     from .choose import target_for_log
     from .records import read_log
     from .target import resolve_target
     from .zoo import get_model
 
-    if iters < 1:
-        raise TunebenchError(f"--iters must be at least 1, got {iters}")
     history = read_log(log) if log is not None else None
     spec = resolve_target(target if target is not None else target_for_log(history), threads)
     module, inputs = get_model(model)
@@ -775,6 +786,7 @@ def write_json(result: BenchResult, path: str | Path) -> None:
 
 def table(result: BenchResult) -> Any:
     """The result as a rich table: one row per column, skipped and failed ones with their reason."""
+    from rich.markup import escape
     from rich.table import Table
 
     shapes = ", ".join("x".join(map(str, s)) for s in result.input_shapes)
@@ -790,7 +802,7 @@ def table(result: BenchResult) -> Any:
         paths += f"; best peer / tunebench-tuned: {vs:.2f} (>1: tunebench faster)" if vs else ""
     threads = f"{result.threads['torch']} torch / {result.threads['tvm']} TVM threads"
     t = Table(
-        title=f"{result.model} ({shapes}), {threads}, {result.iters} rounds, {result.protocol}{isa}",
+        title=f"{escape(result.model)} ({shapes}), {threads}, {result.iters} rounds, {result.protocol}{isa}",
         caption=f"{paths}\nspeedup = {SPEEDUP}; {result.flop / 1e6:.1f} MFLOP per call ({result.flop_source})",
     )
     for name in ("column", "status", "compile s", "median ms", "p10-p90 ms", "GFLOP/s", "speedup", "note"):
@@ -798,7 +810,7 @@ def table(result: BenchResult) -> Any:
     for c in result.columns:
         if c.status != "ok":
             colour = "yellow" if c.status == "skipped" else "red"
-            t.add_row(c.name, f"[{colour}]{c.status}[/{colour}]", _fmt(c.compile_s, "{:.1f}"), "", "", "", "", c.reason)
+            t.add_row(c.name, f"[{colour}]{c.status}[/{colour}]", _fmt(c.compile_s, "{:.1f}"), "", "", "", "", escape(c.reason))
             continue
         p10, p90 = c.percentile(10), c.percentile(90)
         t.add_row(
@@ -809,7 +821,7 @@ def table(result: BenchResult) -> Any:
             f"{p10 * 1e3:.3f}-{p90 * 1e3:.3f}" if p10 is not None and p90 is not None else "",
             _fmt(result.gflops(c), "{:.1f}"),
             _fmt(result.speedup(c), "{:.2f}x"),
-            c.coverage or "",
+            escape(c.coverage or ""),
         )
     return t
 
@@ -848,6 +860,8 @@ def apply_model(model: str, log: str | Path, target: str | None = None, fallback
     """
     from .errors import TunebenchError
 
+    if runs < 1:  # run_bench would name its own --iters
+        raise TunebenchError(f"--runs must be at least 1, got {runs}")
     result = run_bench(model, log=log, target=target, iters=runs, settle=0, untuned=False, inductor=False, fallback=fallback)
     tuned, eager = result.column(TUNED), result.column(EAGER)
     if tuned.status != "ok" or tuned.median is None or eager.median is None:

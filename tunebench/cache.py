@@ -1,12 +1,13 @@
 """The compile cache: one build per (subgraph, input shapes and dtypes, weights, target, records).
 
-Two levels. In memory, a key maps to a ready entry. On disk (``~/.cache/tunebench``, or
-``$TUNEBENCH_CACHE_DIR``, or a ``cache_dir`` option) a key has up to three files: ``<key>.so``,
-the exported Relax VM library with its weights (tens of MB; none when the entry runs in PyTorch),
-``<key>.json``, what was decided and applied, and ``<key>.lock``, an empty file to ``flock``. A new
-process loads the library instead of lowering and compiling again. Both data files are written to a
-temp name unique to the process and thread (``.<key>.<pid>.<thread>.tmp.so``) and renamed, JSON
-last, so a reader sees a whole entry or none. An entry that fails to load (torn, corrupt, evicted,
+Two levels. In memory, a key (a SHA-256 hex digest) maps to a ready entry. On disk
+(``~/.cache/tunebench``, or ``$TUNEBENCH_CACHE_DIR``, or a ``cache_dir`` option) a key has up to
+three files: ``tunebench-<key>.so``, the exported Relax VM library with its weights (tens of MB; none
+when the entry runs in PyTorch), ``tunebench-<key>.json``, what was decided and applied, and
+``tunebench-<key>.lock``, an empty file to ``flock``. A new process loads the library instead of
+lowering and compiling again. Both data files are written to a temp name unique to the process and
+thread (``.tunebench-<key>.<pid>.<thread>.tmp.so``) and renamed, JSON last, so a reader sees a whole
+entry or none. An entry that fails to load (torn, corrupt, evicted,
 from another TVM) is rebuilt with a warning, never fatal.
 
 One build per key: threads wait on a per-key lock and then take the entry from memory; processes
@@ -19,6 +20,10 @@ deleted least recently used first until they total at most ``TUNEBENCH_CACHE_MAX
 deletes the ``.json`` first, then the ``.so``, temp files and the lock file (while holding it: a
 waiter that then finds the file gone locks the new one). Temp files over an hour old, a crashed
 writer's, go too; lock files of keys never stored (failed builds) stay until ``clear``.
+
+The directory may be shared with the user's own files (``TUNEBENCH_CACHE_DIR=.``, ``cache clear --dir
+.``): eviction and ``clear`` delete only names tunebench writes, ``tunebench-`` and a hex digest of
+a fixed length (``owned``), never a ``package.json`` or a user's ``.so`` or ``.lock``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 import warnings
@@ -42,6 +48,11 @@ CACHE_VERSION = 3  # 2: entries say how the subgraph was lowered and its task FL
 MB = 2**20  # the MB of TUNEBENCH_CACHE_MAX_MB and of `tunebench cache show`
 DEFAULT_MAX_MB = 2048
 STALE_TEMP_S = 3600.0  # a temp file this old is no writer's any more (an export takes seconds)
+PREFIX = "tunebench-"  # of every file name tunebench writes in a cache directory
+_KEY = re.compile("[0-9a-f]{64}")  # a cache key, as ``backend`` and ``plan`` hash them
+ENTRY_FILE = re.compile(rf"{PREFIX}(?P<key>{_KEY.pattern})\.(?P<ext>json|so|lock)")
+TEMP_FILE = re.compile(rf"\.{PREFIX}(?P<key>{_KEY.pattern})\.\d+\.\d+\.tmp\.(json|so)")
+DIGEST_FILE = re.compile(rf"{PREFIX}[0-9a-f]{{24}}\.[0-9a-f]{{16}}\.jsonl\.gz")  # ``digest``'s reduced logs
 
 
 @functools.cache
@@ -85,9 +96,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TUNEBENCH_CACHE_DIR") or Path.home() / ".cache" / "tunebench")
 
 
+def owned_name(key: str, ext: str) -> str:
+    """The file name of ``key``'s ``ext`` file (``json``, ``so``, ``lock``): one ``ENTRY_FILE`` matches,
+    so eviction and ``clear`` can tell it from a user's file. Raises ValueError for a key that is not
+    a SHA-256 hex digest (a file named by it would never be cleared)."""
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"a compile-cache key is a SHA-256 hex digest, not {key!r}")
+    return f"{PREFIX}{key}.{ext}"
+
+
 def library_file(key: str, directory: Path | None = None) -> Path:
     """Where the built library of cache entry ``key`` lives on disk (whether or not it is there)."""
-    return (directory or default_cache_dir()) / f"{key}.so"
+    return (directory or default_cache_dir()) / owned_name(key, "so")
 
 
 def max_cache_bytes() -> int:
@@ -185,7 +205,7 @@ class CompileCache:
     def _load_or_build(self, key: str, folder: Path, build: Callable[[], Entry] | None) -> tuple[Entry | None, bool]:
         """Under the key's file lock, so a process that waited loads what the builder stored; the
         second value says whether a new entry reached the disk. No ``build``: None when not on disk."""
-        with _file_lock(folder / f"{key}.lock"):
+        with _file_lock(folder / owned_name(key, "lock")):
             entry = self._load(key, folder)
             if entry is not None:
                 with self._mutex:
@@ -201,7 +221,7 @@ class CompileCache:
     def _load(self, key: str, folder: Path) -> Entry | None:
         import tvm
 
-        meta_path = folder / f"{key}.json"
+        meta_path = folder / owned_name(key, "json")
         if not meta_path.exists():
             return None
         try:
@@ -225,14 +245,14 @@ class CompileCache:
     def _store(self, key: str, folder: Path, entry: Entry) -> bool:
         """Library, then JSON, each to a temp name renamed into place; False if the disk refused."""
         tag = f"{os.getpid()}.{threading.get_ident()}"
-        tmp_so, tmp_meta = folder / f".{key}.{tag}.tmp.so", folder / f".{key}.{tag}.tmp.json"
+        tmp_so, tmp_meta = folder / f".{PREFIX}{key}.{tag}.tmp.so", folder / f".{PREFIX}{key}.{tag}.tmp.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if entry.runner == "tvm":
                 entry.module.export_library(str(tmp_so))
                 os.replace(tmp_so, library_file(key, folder))
             tmp_meta.write_text(json.dumps(entry.meta(key)))
-            os.replace(tmp_meta, folder / f"{key}.json")
+            os.replace(tmp_meta, folder / owned_name(key, "json"))
             return True
         except Exception as e:  # disk full, read-only dir, linker failure: serving goes on from memory
             for tmp in (tmp_so, tmp_meta):
@@ -245,7 +265,7 @@ class CompileCache:
         """Delete stale temps, then least recently used entries other than ``keep`` until the rest fit."""
         limit = max_cache_bytes() if self.max_bytes is None else self.max_bytes
         try:
-            _remove_temps(folder, "*", STALE_TEMP_S)
+            _remove_temps(folder, None, STALE_TEMP_S)
             entries = _scan(folder)
             total = sum(e.size for e in entries)
             for e in sorted(entries, key=lambda e: e.last_used):
@@ -341,35 +361,48 @@ def list_entries(directory: Path | None = None) -> DiskListing:
 
 def clear(directory: Path | None = None) -> Cleared:
     """Delete every entry, temp and lock file in ``directory`` (default: ``default_cache_dir()``) but
-    those of keys another process holds the lock of, and the log digests and plans; other files are left alone."""
+    those of keys another process holds the lock of, and the log digests and plans; files tunebench
+    did not name (``owned_name``) are left alone, whatever their extension."""
     folder = directory or default_cache_dir()
     if not folder.is_dir():
         return Cleared(0, 0, 0)
     stored = {e.key for e in _scan(folder)}
-    names = [n for n in os.listdir(folder) if n.endswith((".json", ".so", ".lock")) or ".tmp." in n]
+    keys = {m["key"] for m in map(_owned_file, os.listdir(folder)) if m is not None}
     entries = freed = busy = 0
-    for key in sorted({n.lstrip(".").split(".")[0] for n in names}):
+    for key in sorted(keys):
         got = _remove(folder, key)
         if got is None:
             busy += key in stored
         else:
             entries, freed = entries + (key in stored), freed + got
     # ``digest``'s reduced logs and ``plan``'s remembered splits: re-made on the next read or build
-    for derived in [*(folder / "digests").glob("*.jsonl.gz"), *(folder / "plans").glob("*.json")]:
-        with suppress(FileNotFoundError):
-            size = derived.stat().st_size
-            derived.unlink()
-            freed += size
+    for sub, pattern in (("digests", DIGEST_FILE), ("plans", ENTRY_FILE)):
+        for derived in _matching(folder / sub, pattern):
+            with suppress(FileNotFoundError):
+                size = derived.stat().st_size
+                derived.unlink()
+                freed += size
     return Cleared(entries, freed, busy)
+
+
+def _owned_file(name: str) -> re.Match[str] | None:
+    """The match naming ``name``'s key if it is an entry, lock or temp file of tunebench's, else None."""
+    return ENTRY_FILE.fullmatch(name) or TEMP_FILE.fullmatch(name)
+
+
+def _matching(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """The files in ``folder`` (none if it is missing) whose whole name ``pattern`` matches."""
+    return [folder / n for n in os.listdir(folder) if pattern.fullmatch(n)] if folder.is_dir() else []
 
 
 def _scan(folder: Path) -> list[DiskEntry]:
     """Each key with a ``.json`` or ``.so``: their total size and latest mtime (a hit touches both)."""
     found: dict[str, DiskEntry] = {}
     for item in os.scandir(folder):
-        key, _, ext = item.name.rpartition(".")
-        if item.name.startswith(".") or ext not in ("json", "so"):
+        named = ENTRY_FILE.fullmatch(item.name)
+        if named is None or named["ext"] == "lock":
             continue
+        key = named["key"]
         try:
             st = item.stat()
         except FileNotFoundError:  # evicted by another process meanwhile
@@ -381,7 +414,7 @@ def _scan(folder: Path) -> list[DiskEntry]:
 
 def _described(folder: Path, entry: DiskEntry) -> DiskEntry:
     try:
-        meta = json.loads((folder / f"{entry.key}.json").read_text())
+        meta = json.loads((folder / owned_name(entry.key, "json")).read_text())
         return replace(entry, runner=str(meta["runner"]), lowering=str(meta.get("lowering", "")), applied=len(meta.get("applied", [])))
     except (OSError, ValueError, KeyError, TypeError):
         return entry
@@ -391,13 +424,13 @@ def _remove(folder: Path, key: str) -> int | None:
     """Delete ``key``'s ``.json`` (first: a reader then finds no entry, or one it rebuilds), ``.so``,
     temp files and, still holding it, lock file; the bytes freed. None, deleting nothing, if another
     thread or process holds the lock: it is loading or building the entry."""
-    lock = folder / f"{key}.lock"
+    lock = folder / owned_name(key, "lock")
     fd = _lock(lock, blocking=False)
     if fd is None:
         return None
     try:
         freed = _remove_temps(folder, key, 0.0)  # the lock is ours: no writer is using them
-        for path in (folder / f"{key}.json", library_file(key, folder), lock):
+        for path in (folder / owned_name(key, "json"), library_file(key, folder), lock):
             with suppress(FileNotFoundError):
                 size = path.stat().st_size
                 path.unlink()
@@ -407,13 +440,16 @@ def _remove(folder: Path, key: str) -> int | None:
         os.close(fd)
 
 
-def _remove_temps(folder: Path, key: str, older_than: float) -> int:
-    """Delete ``key``'s temp files (``"*"``: any key's) last written over ``older_than`` seconds ago."""
+def _remove_temps(folder: Path, key: str | None, older_than: float) -> int:
+    """Delete ``key``'s temp files (None: any key's) last written over ``older_than`` seconds ago."""
     freed, now = 0, time.time()
-    for tmp in folder.glob(f".{key}.*.tmp.*"):
+    for name in os.listdir(folder):
+        named = TEMP_FILE.fullmatch(name)
+        if named is None or key not in (None, named["key"]):
+            continue
         with suppress(FileNotFoundError):
-            st = tmp.stat()
+            st = (folder / name).stat()
             if now - st.st_mtime >= older_than:
-                tmp.unlink()
+                (folder / name).unlink()
                 freed += st.st_size
     return freed

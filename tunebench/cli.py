@@ -1,7 +1,8 @@
 """The ``tunebench`` command: a thin typer skin over the Python API.
 
-Errors a user can fix (bad model, target, log) print one line and exit 2; anything else is a
-bug and keeps its traceback.
+Errors a user can fix (bad model, target, log, a mistyped option) print one line and exit 2, before
+any work starts; anything else is a bug and keeps its traceback. Text from users and logs reaches
+rich escaped (``rich.markup.escape``) or with markup off: ``[avx512]`` is text, not a style tag.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import TunebenchError
@@ -90,7 +92,8 @@ def tasks(
 
     lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout, batch=_batches(batch), served=as_served)
     at = f", batch {batch}" if batch else ""
-    table = Table(title=f"{model}{at}: {len(lowered.tasks)} tuning tasks for {lowered.target.name} ({lowered.target.mcpu}, {lowered.target.num_cores} cores)")
+    spec = lowered.target
+    table = Table(title=f"{escape(model)}{at}: {len(lowered.tasks)} tuning tasks for {spec.name} ({spec.mcpu}, {spec.num_cores} cores)")
     for col in ("#", "task", "anchor op", "conv (impl)", "MFLOP", "x", "MFLOP total"):
         table.add_column(col, justify="left" if col in ("task", "anchor op", "conv (impl)") else "right")
     for i, t in enumerate(lowered.tasks):
@@ -113,7 +116,7 @@ def tune(
     target: TargetOpt = "host",
     trials: Annotated[Optional[int], typer.Option(help="trial budget for the whole model, counting the log")] = None,
     trials_per_task: Annotated[Optional[int], typer.Option(help="trial cap per task, counting the log")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="wall-clock limit for this run, seconds; alone, a time budget (tune until it is up)")] = None,
     more: Annotated[Optional[int], typer.Option(help="trials for this run, on top of what the log holds")] = None,
     tuner: Annotated[str, typer.Option(help="xgb (evolutionary search + XGBoost cost model) or random")] = "xgb",
     log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl.gz)")] = None,
@@ -150,8 +153,12 @@ def tune(
     spec = resolve_target(target, num_cores)
     log_path = log or api.default_log_path(model, spec)
     why = f": {host_preset()[1]}" if target == "host" else " (--target)"
-    err_console.print(f"tuning {model} for {spec.name} ({spec.mcpu}, {spec.num_cores} threads){why}; log {log_path}", markup=False, highlight=False)
-    reporter = LineReporter(err_console) if quiet or not console.is_terminal else LiveReporter(console)
+    view = LineReporter(err_console) if quiet or not console.is_terminal else LiveReporter(console)
+
+    def reporter(event: str, state: Any) -> None:  # what is tuned, and why, once every argument has passed its checks
+        if event == "start":
+            err_console.print(f"tuning {model} for {spec.name} ({spec.mcpu}, {spec.num_cores} threads){why}; log {log_path}", markup=False, highlight=False)
+        view(event, state)
     state = api.tune(
         model,
         spec,
@@ -204,7 +211,10 @@ def bench(
     """Time MODEL in PyTorch eager, inductor and tunebench, interleaved; tunebench as users run it:
     torch.compile(model, backend="tunebench") inside apply_history_best(LOG)."""
     from .bench import run_alone, run_bench, table, write_json
+    from .preflight import writable
 
+    if json_path:
+        writable(json_path, "--json")
     result = (run_alone if alone else run_bench)(
         model,
         log=log,
@@ -229,7 +239,7 @@ def bench(
     out.print(table(result))
     if json_path:
         write_json(result, json_path)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -251,7 +261,7 @@ def plot(
         est = f"estimate {curve.latency_s[complete][0] * 1e3:.2f} ms at trial {curve.first_complete}, {curve.latency_s[-1] * 1e3:.2f} ms now"
     else:
         est = f"no complete estimate yet: {curve.measured[-1]}/{curve.workloads} workloads measured (partial sum drawn dashed)"
-    console.print(f"{out}: {curve.workloads} workloads, {curve.total_trials} trials; {est}")
+    console.print(f"{out}: {curve.workloads} workloads, {curve.total_trials} trials; {est}", markup=False, highlight=False)
 
 
 logs_app = typer.Typer(help="Show, merge and prune history logs: share tuning results across machines.", no_args_is_help=True)
@@ -300,6 +310,16 @@ app.add_typer(cache_app, name="cache")
 CacheDirOpt = Annotated[Optional[Path], typer.Option("--dir", help="cache directory (default: $TUNEBENCH_CACHE_DIR, else ~/.cache/tunebench)")]
 
 
+def _cache_dir(directory: Path | None) -> Path:
+    """``--dir``, else the default cache directory; a file there is a mistake, not an empty cache."""
+    from .cache import default_cache_dir
+
+    folder = directory or default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise TunebenchError(f"cache directory {str(folder)!r} is a file, not a folder")
+    return folder
+
+
 @cache_app.command("show")
 def cache_show(directory: CacheDirOpt = None) -> None:
     """Entries, most recently used first: runner, size, last use, lowering; their total against the limit."""
@@ -307,7 +327,7 @@ def cache_show(directory: CacheDirOpt = None) -> None:
 
     from .cache import MB, list_entries
 
-    listing = list_entries(directory)
+    listing = list_entries(_cache_dir(directory))
     table = Table(title=f"tunebench compile cache: {len(listing.entries)} entries")
     for col in ("key", "runner", "MB", "last used", "lowering", "records"):
         table.add_column(col, justify="right" if col in ("MB", "records") else "left")
@@ -322,9 +342,9 @@ def cache_show(directory: CacheDirOpt = None) -> None:
 @cache_app.command("clear")
 def cache_clear(directory: CacheDirOpt = None) -> None:
     """Delete every entry, temp and lock file; entries another process is loading or building stay."""
-    from .cache import MB, clear, default_cache_dir
+    from .cache import MB, clear
 
-    folder = directory or default_cache_dir()
+    folder = _cache_dir(directory)
     try:
         freed = clear(folder)
     except OSError as e:
@@ -389,7 +409,7 @@ def apply_cmd(
     from .bench import apply_model
 
     r = apply_model(model, log, target, fallback, runs)
-    console.print(f"{model}: {r.coverage}; {r.applied} record(s) applied; max abs error vs eager {r.max_abs_error:.2g}")
+    console.print(f"{model}: {r.coverage}; {r.applied} record(s) applied; max abs error vs eager {r.max_abs_error:.2g}", markup=False, highlight=False)
     console.print(f"median latency over {r.rounds} rounds, {r.protocol}: tunebench {r.tvm_ms:.2f} ms, eager {r.eager_ms:.2f} ms ({r.eager_ms / r.tvm_ms:.2f}x)")
 
 
@@ -404,9 +424,14 @@ def save_cmd(
 ) -> None:
     """Compile MODEL with LOG's best records and save it as a folder that tunebench.load serves
     with TVM's runtime alone: no dynamo, no TVM compiler, a fast start for a server."""
-    from .deploy import save
+    from .context import check_fallback
+    from .deploy import check_destination, save
+    from .records import log_files
     from .zoo import get_model, with_batch
 
+    check_fallback(fallback)
+    log_files(log)  # it exists
+    check_destination(path)
     net, inputs = get_model(model)
     manifest = save(net, with_batch(inputs, batch), path, logs=str(log), target=target, fallback=fallback)
     shapes = ", ".join("x".join(map(str, shape)) + f" {dtype}" for shape, dtype in manifest.inputs)
@@ -414,18 +439,29 @@ def save_cmd(
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True, highlight=False)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True, markup=True, highlight=False)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
+    sys.exit(2)
 
 
 def main() -> None:
-    """Console-script entry point: one-line errors for TunebenchError, tracebacks for bugs."""
+    """Console-script entry point: one-line errors for TunebenchError and for typer's usage errors
+    (a mistyped option or value, a missing argument), tracebacks for bugs."""
     warnings.showwarning = _show_warning  # type: ignore[assignment]
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
-        app()
+        code = app(standalone_mode=False)  # typer's errors come here instead of as a boxed panel
     except TunebenchError as e:
-        err_console.print(f"error: {e}", soft_wrap=True, markup=False, highlight=False)
-        sys.exit(2)
+        _fail(str(e))
+    except typer.TyperException as e:  # click's UsageError and kin, as typer vendors them
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `tunebench logs`: typer printed the help
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        _fail(e.format_message() + (f" (see {ctx.command_path} --help)" if ctx is not None else ""))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

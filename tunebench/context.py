@@ -68,8 +68,7 @@ def make_config(
     from .records import HistoryLog
     from .target import resolve_target
 
-    if fallback not in FALLBACKS:
-        raise TunebenchError(f"fallback {fallback!r} is not one of: {', '.join(FALLBACKS)}")
+    check_fallback(fallback)
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
         raise TunebenchError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
@@ -90,6 +89,12 @@ def make_config(
         num_threads=num_threads,
         winograd=bool(winograd),
     )
+
+
+def check_fallback(fallback: str) -> None:
+    """Refuse a fallback policy that is not one of ``FALLBACKS`` (commands check before building the model)."""
+    if fallback not in FALLBACKS:
+        raise TunebenchError(f"fallback {fallback!r} is not one of: {', '.join(FALLBACKS)}")
 
 
 _default: ServingConfig | None = None

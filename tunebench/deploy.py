@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os
     from .plan import of_split
     from .target import required_flags
 
+    check_destination(path)
     graph = compile(model, *example_inputs, **options).last
     assert graph is not None and graph.config is not None
     subs = graph.subgraphs
@@ -95,11 +96,26 @@ def _tvm_version() -> str:
     return str(tvm.__version__)
 
 
+def check_destination(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a folder ``save`` may not replace: anything but nothing, an empty folder
+    or a readable tunebench artifact (a web app's ``manifest.json`` is not one), or one it cannot write."""
+    from .preflight import writable
+
+    folder = writable(path, "artifact folder", folder=True)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    others = sorted(set(os.listdir(folder)) - {MANIFEST, LIBRARY})
+    if others:
+        raise TunebenchError(f"{folder} exists and is not a tunebench artifact; not overwriting it (it holds {', '.join(others[:3])})")
+    try:
+        read_manifest(folder)
+    except TunebenchError as e:
+        raise TunebenchError(f"{folder} exists and is not a tunebench artifact; not overwriting it ({e})") from None
+
+
 def _write(folder: Path, library: Path, manifest: Manifest) -> None:
     """Fill a temp folder, then swap it in by renames: a crash never leaves half an artifact at
     ``folder`` (at worst the old one under a hidden ``.old`` name beside it)."""
-    if folder.exists() and not (folder / MANIFEST).is_file() and any(folder.iterdir()):
-        raise TunebenchError(f"{folder} exists and is not a tunebench artifact; not overwriting it")
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -119,15 +135,61 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         raw = json.loads(file.read_text())
     except FileNotFoundError:
         raise TunebenchError(f"{path} is not a tunebench artifact (no {MANIFEST}); write one with tunebench.save or `tunebench save`") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: garbage nested deeper than json parses
         raise TunebenchError(f"cannot read {file}: {e}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         got = raw.get("format") if isinstance(raw, dict) else None
         raise TunebenchError(f"{file}: artifact format {got!r}, this tunebench reads format {FORMAT}; save the model again")
     try:
-        return Manifest(**raw)
-    except TypeError as e:
+        return _checked(raw)
+    except (TypeError, ValueError) as e:
         raise TunebenchError(f"{file} is damaged ({e}); save the model again") from None
+
+
+# The JSON type of each manifest field; ``_checked`` looks inside the lists.
+_FIELD_TYPES: dict[str, type] = {
+    "format": int,
+    "tvm": str,
+    "target": dict,
+    "needs": list,
+    "inputs": list,
+    "takes": list,
+    "outputs": list,
+    "out_spec": str,
+    "coverage": str,
+    "served": dict,
+}
+
+
+def _checked(raw: dict[str, Any]) -> Manifest:
+    """The manifest if every field has its type and the fields agree (input dtypes torch knows,
+    indices in range, as many outputs as the output structure has leaves); else TypeError or
+    ValueError saying which field is wrong, so a damaged file fails here, not inside a call."""
+    names = {f.name for f in fields(Manifest)}
+    if set(raw) != names:
+        raise ValueError(f"fields {sorted(names - set(raw))} missing, {sorted(set(raw) - names)} unknown")
+    for name, kind in _FIELD_TYPES.items():
+        if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
+            raise TypeError(f"field {name!r} is {type(raw[name]).__name__}, not {kind.__name__}")
+    if not all(isinstance(flag, str) for flag in raw["needs"]):
+        raise TypeError("field 'needs' is not a list of strings")
+    for item in raw["inputs"]:
+        shape, dtype = item if isinstance(item, list) and len(item) == 2 else (None, None)
+        if not (isinstance(shape, list) and all(_index(n) for n in shape) and isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype)):
+            raise ValueError(f"field 'inputs' holds {item!r}, not [shape, dtype]")
+    if not all(_index(i) and i < len(raw["inputs"]) for i in raw["takes"]) or not all(_index(i) for i in raw["outputs"]):
+        raise ValueError("fields 'takes' and 'outputs' are not lists of indices")
+    try:
+        leaves = pytree.treespec_loads(raw["out_spec"]).num_leaves
+    except Exception as e:  # torch raises what its JSON and pytree code meet: this is a file, so any of it means damaged
+        raise ValueError(f"field 'out_spec' is not an output structure ({type(e).__name__})") from None
+    if leaves != len(raw["outputs"]):
+        raise ValueError(f"field 'out_spec' has {leaves} outputs, field 'outputs' {len(raw['outputs'])}")
+    return Manifest(**raw)
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class Deployed:

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from .cache import CacheWarning, default_cache_dir
+from .cache import PREFIX, CacheWarning, default_cache_dir
 from .logs import best_k
 from .records import HistoryLog, LogWarning, log_files, read_log, write_log_atomic
 
@@ -35,7 +35,7 @@ def read_for_serving(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
 
 def _digest(path: Path, folder: Path) -> HistoryLog:
     st = path.stat()
-    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    name = PREFIX + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]  # ``cache.DIGEST_FILE``: cleared by ``cache clear``
     version = hashlib.sha256(f"{st.st_size}|{st.st_mtime_ns}|{DIGEST_VERSION}".encode()).hexdigest()[:16]
     current = folder / f"{name}.{version}.jsonl.gz"
     if current.is_file():

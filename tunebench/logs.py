@@ -259,29 +259,88 @@ def prune_log(path: str | os.PathLike[str], top: int) -> MergeResult:
 
 
 def print_summary(summary: LogSummary, console: Any) -> None:
-    """``logs show``'s table: slowest share of the model first, records this machine cannot use marked."""
-    from rich.table import Table
+    """``logs show``'s table: slowest share of the model first, records this machine cannot use marked.
 
-    table = Table(title=f"{summary.path}: {len(summary.rows)} workload(s)")
-    for col in ("task", "key", "target", "x", "trials", "failed", "best µs", "timed", "GFLOP/s", "measured on", "usable here"):
-        table.add_column(col, justify="right" if col in ("x", "trials", "failed", "best µs", "GFLOP/s") else "left")
-    for row in summary.rows:
-        best = f"{row.latency * 1e6:.1f}" if row.best else "-"
-        gflops = f"{row.gflops:.1f}" if row.best else "-"
-        usable = "-" if row.best is None else (f"no: {row.unusable}" if row.unusable else "yes")
-        where = f"{row.machine}: {measured_where(row.best)}" if row.best else row.machine
-        timed = row.best.protocol if row.best else "-"
-        table.add_row(row.task, row.key[:10], row.target, str(row.weight), str(row.trials), str(row.errors), best, timed, gflops, where, usable)
-    console.print(table)
+    Every column when they fit the console on one line per row; else (an 80-column terminal, a pipe)
+    the columns that matter most, one line per row, long task names shortened in the middle, and
+    why records are not usable here said once below the table."""
+    from rich.markup import escape
+
+    wide = _summary_table(summary, None)
+    fits = console.measure(wide, options=console.options.update_width(10**6)).maximum <= console.width
+    console.print(wide if fits else _summary_table(summary, console.width))
+    if not fits:
+        reasons: dict[str, int] = {}
+        for row in summary.rows:
+            if row.best is not None and row.unusable:
+                reasons[row.unusable] = reasons.get(row.unusable, 0) + 1
+        for reason, n in reasons.items():
+            console.print(f"not usable here ({n} workload(s)): {reason}", markup=False, highlight=False)
     for t in summary.totals:
         est = f"{t.latency * 1e3:.3f} ms" if t.complete and math.isfinite(t.latency) else "n/a"
         if t.from_log:
-            console.print(f"{t.model} on {t.target}: weight x best summed over the {t.tasks} workload(s) in the log: {est}")
+            console.print(f"{escape(t.model)} on {t.target}: weight x best summed over the {t.tasks} workload(s) in the log: {est}")
             console.print("  (a task never measured is not in the log: --model NAME totals a whole model)")
         else:
-            console.print(f"model {t.model} on {t.target}: estimated latency {est}, {t.covered}/{t.tasks} of its tasks in the log")
+            console.print(f"model {escape(t.model)} on {t.target}: estimated latency {est}, {t.covered}/{t.tasks} of its tasks in the log")
     for note in summary.problems:
         console.print(f"note: {note}", markup=False, highlight=False)
+
+
+_LEFT = ("task", "key", "target", "timed", "measured on", "usable here", "usable")
+
+
+def _summary_table(summary: LogSummary, width: int | None) -> Any:
+    """The rows as a rich table of plain-text cells. With ``width``, a borderless one of that width at
+    most: no key, failures or protocol, the target only if there are several, "measured on" the
+    machine class alone, "usable" yes or no, and task names shortened in the middle to fit."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    names = ["task", "key", "target", "x", "trials", "failed", "best µs", "timed", "GFLOP/s", "measured on", "usable here"]
+    if width is not None:
+        names = ["task", *(["target"] if len({row.target for row in summary.rows}) > 1 else []), "x", "trials", "best µs", "GFLOP/s", "measured on", "usable"]
+    rows = [_summary_cells(row, narrow=width is not None) for row in summary.rows]
+    if width is not None:  # what the other columns and the gaps between columns leave the task names
+        others = sum(max(len(col), *(len(r[col]) for r in rows)) for col in names[1:]) if rows else 0
+        room = max(12, width - others - 2 * (len(names) - 1))
+        for r in rows:
+            r["task"] = _shortened(r["task"], room)
+    table = Table(title=f"{summary.path}: {len(summary.rows)} workload(s)", box=box.HEAVY_HEAD if width is None else None, pad_edge=width is None)
+    for col in names:
+        table.add_column(col, justify="left" if col in _LEFT else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*(Text(r[col]) for col in names))
+    return table
+
+
+def _summary_cells(row: WorkloadRow, narrow: bool) -> dict[str, str]:
+    best = row.best
+    usable = "-" if best is None else (f"no: {row.unusable}" if row.unusable else "yes")
+    return {
+        "task": row.task.removeprefix("fused_") if narrow else row.task,
+        "key": row.key[:10],
+        "target": row.target,
+        "x": str(row.weight),
+        "trials": str(row.trials),
+        "failed": str(row.errors),
+        "best µs": f"{row.latency * 1e6:.1f}" if best else "-",
+        "timed": best.protocol if best else "-",
+        "GFLOP/s": f"{row.gflops:.1f}" if best else "-",
+        "measured on": row.machine if narrow or not best else f"{row.machine}: {measured_where(best)}",
+        "usable here": usable,
+        "usable": usable.split(":")[0],
+    }
+
+
+def _shortened(name: str, width: int) -> str:
+    """``name`` cut to ``width`` characters in the middle: a fused task's name tells tasks apart at both
+    ends (its conv's number, its last ops)."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
 
 
 def print_merge(result: MergeResult, out: str | os.PathLike[str], console: Any) -> None:

@@ -8,7 +8,8 @@ found before. A plan records that key and how the graph's inputs and outputs map
 subgraph's, under a key made of everything the split and the build depend on: the graph's code,
 its weights by content, the inputs' shapes and dtypes, the serving config, and TVM's, PyTorch's
 and tunebench's versions. Graphs with operators left in PyTorch are not planned (their split must
-be rebuilt to run them); plans are small JSON files in ``<cache dir>/plans/``.
+be rebuilt to run them); plans are small JSON files in ``<cache dir>/plans/``, named as the cache names
+its own files (``cache.owned_name``), so ``tunebench cache clear`` tells them from a user's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .cache import code_version, default_cache_dir
+from .cache import PREFIX, code_version, default_cache_dir, owned_name
 
 PLAN_VERSION = 1
 
@@ -104,7 +105,7 @@ def load(key: str, directory: Path | None) -> Plan | None:
 def store(key: str, directory: Path | None, plan: Plan) -> None:
     """Write the plan by a temp file renamed into place; a disk that refuses only costs the next process the split."""
     path = _path(key, directory)
-    tmp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{PREFIX}{key}.{os.getpid()}.{threading.get_ident()}.tmp.json")
     with suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(asdict(plan)))
@@ -114,4 +115,4 @@ def store(key: str, directory: Path | None, plan: Plan) -> None:
 
 
 def _path(key: str, directory: Path | None) -> Path:
-    return (directory or default_cache_dir()) / "plans" / f"{key}.json"
+    return (directory or default_cache_dir()) / "plans" / owned_name(key, "json")

@@ -155,8 +155,10 @@ def plot_log(
     target's vector width, so ``target`` defaults to the one the log was tuned for: lowered for
     another, the model's tasks would match none of the log's records.
     """
+    from .preflight import writable
     from .records import read_log
 
+    writable(out, "--out")
     if eager_ms is None and bench_json is not None:
         eager_ms = eager_ms_from_bench(bench_json)
     log = read_log(path)

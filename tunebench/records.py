@@ -15,14 +15,18 @@ same thing anywhere:
   warm (see ``PROTOCOLS``).
 
 A log named ``*.jsonl.gz`` holds the same lines gzip-compressed, one gzip member per appended
-batch (the shipped ResNet18 logs, written as one member each: 32x smaller, 42 MB to 1.3 MB).
+batch (the shipped ResNet18 logs, written as one member each: 32x smaller, 42 MB to 1.3 MB). A
+damaged member costs its own batch only: reading goes on at the next member, and a writer cuts
+off a torn last member only, never the whole members behind a damaged one.
 
 Writing follows Optuna's journal storage: each batch is one ``write`` under an exclusive
 ``flock`` on an ``O_APPEND`` descriptor, then ``fsync``, so concurrent writers never interleave
 and a crash loses at most the batch in flight. A writer that finds the file replaced under it
 (``logs prune`` renames a new file into place) reopens the path, so no batch lands in an unlinked
 file. Reading skips garbage lines with a warning, refuses a log from a newer format version, and
-treats an unterminated last line as a write still in flight (noted, not warned about).
+treats an unterminated last line as a write still in flight (noted, not warned about). Whatever
+the damage (truncated, garbled, mistyped or reordered lines), reading raises nothing but
+``TunebenchError`` and keeps every valid record (``tests/test_fuzz.py`` checks both).
 """
 
 from __future__ import annotations
@@ -278,11 +282,9 @@ def read_log(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], w
 
 def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     log = HistoryLog()
-    data, torn_at = _read_bytes(path, lock)
+    data, log.problems = _read_bytes(path, lock)
     lines = data.split(b"\n")
-    if torn_at is not None:
-        log.problems.append(f"{path}: torn compressed batch at byte {torn_at} skipped (a write was cut off by a crash)")
-    elif lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # read under the lock: only a crash leaves this
+    if lines[-1].startswith(b'{"type": ') and not _complete(lines[-1]):  # read under the lock: only a crash leaves this
         log.problems.append(f"{path}:{len(lines)}: torn last line skipped (a write was cut off by a crash)")
         lines[-1] = b""
     parsed = sum(_parse_line(log, path, lineno, raw) for lineno, raw in enumerate(lines, 1) if raw.strip())
@@ -292,9 +294,9 @@ def _read_one(path: Path, lock: bool = True) -> HistoryLog:
     return log
 
 
-def _read_bytes(path: Path, lock: bool) -> tuple[bytes, int | None]:
+def _read_bytes(path: Path, lock: bool) -> tuple[bytes, list[str]]:
     """The log's text under a shared lock (writers hold LOCK_EX per batch: never read half of one),
-    decompressed for ``.jsonl.gz``; with the offset of a torn compressed batch, if any."""
+    decompressed for ``.jsonl.gz``; with a problem for each compressed batch skipped."""
     try:
         with open(path, "rb") as f:
             if lock:
@@ -303,28 +305,41 @@ def _read_bytes(path: Path, lock: bool) -> tuple[bytes, int | None]:
     except OSError as e:
         raise TunebenchError(f"cannot read log {str(path)!r}: {e.strerror}") from None
     if not is_compressed(path):
-        return data, None
-    if data and not data.startswith(b"\x1f\x8b"):
+        return data, []
+    text, end, skipped = _gunzip_members(data)
+    if data and not end and not data.startswith(b"\x1f\x8b"):  # no whole batch, and not even a torn one
         raise TunebenchError(f"{path} is not a tunebench history log (not gzip data)")
-    text, end = _gunzip_members(data)
-    return text, (end if end < len(data) else None)
+    problems = [f"{path}: damaged compressed batch at byte {at} skipped" for at in skipped if at < end]
+    if end < len(data):
+        problems.append(f"{path}: torn compressed batch at byte {end} skipped (a write was cut off by a crash)")
+    return text, problems
 
 
-def _gunzip_members(data: bytes) -> tuple[bytes, int]:
-    """Decompress gzip members one by one (each appended batch is one); stop at the first that
-    does not end, a batch torn by a crash. Returns the text and the offset where whole members end."""
-    out, pos = [], 0
+GZIP_MAGIC = b"\x1f\x8b\x08"  # how every gzip member (deflate) starts
+
+
+def _gunzip_members(data: bytes) -> tuple[bytes, int, list[int]]:
+    """Decompress gzip members one by one (each appended batch is one). A member that does not
+    decompress whole (torn by a crash, or damaged) is skipped up to the next member header.
+    Returns the text, the offset where the last whole member ends (what follows is a torn tail)
+    and the offsets of the members skipped."""
+    out: list[bytes] = []
+    view, pos, end, skipped = memoryview(data), 0, 0, []
     while pos < len(data):
         d = zlib.decompressobj(wbits=31)
         try:
-            chunk = d.decompress(data[pos:])
+            chunk = d.decompress(view[pos:])
         except zlib.error:
-            break
-        if not d.eof:
-            break
-        out.append(chunk)
-        pos = len(data) - len(d.unused_data)
-    return b"".join(out), pos
+            chunk = b""
+        if d.eof:
+            out.append(chunk)
+            pos = end = len(data) - len(d.unused_data)
+            continue
+        if not skipped or skipped[-1] < end:  # one offset per damaged stretch
+            skipped.append(pos)
+        nxt = data.find(GZIP_MAGIC, pos + 1)
+        pos = nxt if nxt >= 0 else len(data)
+    return b"".join(out), end, skipped
 
 
 def _parse_line(log: HistoryLog, path: Path, lineno: int, raw: bytes) -> bool:
@@ -334,12 +349,14 @@ def _parse_line(log: HistoryLog, path: Path, lineno: int, raw: bytes) -> bool:
         if not isinstance(obj, dict):
             raise ValueError("not an object")
         kind, version = obj["type"], obj["v"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: garbage nested deeper than json parses
         log.problems.append(f"{path}:{lineno}: not a tunebench record, skipped")
         return False
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise TunebenchError(f"{path}:{lineno}: log format version {version} is newer than this tunebench reads ({FORMAT_VERSION}); upgrade tunebench")
     try:
+        if not isinstance(version, int):
+            raise TypeError(f"version {version!r}")
         if kind == "workload":
             w = WorkloadEntry(_typed(obj, "key", str), _typed(obj, "task", str), float(obj["flop"]), _typed(obj, "mod", str), int(obj.get("weight", 1)))
             log.workloads.setdefault(w.key, w)
@@ -347,7 +364,7 @@ def _parse_line(log: HistoryLog, path: Path, lineno: int, raw: bytes) -> bool:
             log.records.append(Record.from_json(obj))
         else:
             raise KeyError(kind)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an infinite weight
         log.problems.append(f"{path}:{lineno}: malformed {kind!r} line skipped")
         return False
     return True
@@ -407,7 +424,7 @@ def _complete(raw: bytes) -> bool:
     """Whether a line is whole JSON: a cut-off prefix of a JSON object never is."""
     try:
         json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -454,8 +471,9 @@ def _keys_in_file(path: Path) -> set[str]:
     keys: set[str] = set()
     for raw in data.split(b"\n"):
         if raw.startswith(b'{"type": "workload"'):
-            with suppress(ValueError, KeyError):
-                keys.add(json.loads(raw)["key"])
+            with suppress(ValueError, KeyError, TypeError):  # a damaged line: the reader skips it too
+                key = json.loads(raw)["key"]
+                keys.add(key if isinstance(key, str) else "")
     return keys
 
 
@@ -499,7 +517,7 @@ class LogWriter:
             size = os.fstat(fd).st_size
             # only what was appended since this writer's last batch needs checking (was: the whole file, every batch)
             start = self._whole_to if self._whole_to <= size else 0
-            whole = start + (_gunzip_members(os.pread(fd, size - start, start))[1] if size > start else 0)
+            whole = start + (_gunzip_members(os.pread(fd, size - start, start))[1] if size > start else 0)  # a damaged member before whole ones stays
             if whole < size:
                 os.ftruncate(fd, whole)
             return gzip.compress(b"".join(chunks), mtime=0)

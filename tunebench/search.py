@@ -9,7 +9,8 @@ runner) one batch at a time, so that
 * a resumed search knows what the log already holds: prior records seed the database the
   evolutionary search starts from and the cost model, count against the budget, and a task whose
   per-task budget is spent is not searched again,
-* budgets are exact (the last batch is cut to what is left),
+* budgets are exact (the last batch is cut to what is left); a time budget alone (``timeout``) is
+  a budget too: the search runs until the clock stops it,
 * the task to search next is the one with the largest share of the model's estimated latency, and
 * schedules timed elsewhere carry over: records of another machine or thread count
   (``records.Record.measured_class``), of ``--from`` logs, or timed under another protocol
@@ -53,6 +54,9 @@ MAX_BATCH = 64
 MIN_BATCH = 8
 FIRST_BATCH = 16  # a task with no time here gets this many first, so a short run times every task sooner
 CARRY_OVER = 8
+# The max_trials MetaSchedule's strategies get when only the clock bounds a run (they need a number):
+# at a trial a second, 30 years.
+CLOCK_ONLY_TRIALS = 10**9
 
 
 @dataclass
@@ -114,7 +118,7 @@ class SearchState:
     """The whole search as the progress view and the final summary see it."""
 
     states: list[TaskState]
-    budget: int  # trials this run may still spend
+    budget: float  # trials this run may still spend: an int, or inf when only ``deadline`` stops the run
     started: float = math.nan  # default: ``now()`` at creation
     deadline: float = math.inf  # when ``timeout`` stops the run
     now: Callable[[], float] = time.time  # the clock of the run's schedule and ETA (tests fake it)
@@ -266,10 +270,7 @@ def tune_tasks(
     final state, with ``interrupted`` set if Ctrl-C ended it (the records up to the last finished batch are in the log).
     """
     entered = time.time() if since is None else since  # reading the log's priors takes seconds: they count
-    if tuner not in TUNERS:
-        raise TunebenchError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
-    if trials is None and trials_per_task is None and more is None:
-        raise TunebenchError("give a budget: --trials, --trials-per-task and/or --more")
+    check_run(tuner, trials, trials_per_task, more, timeout)
     measure = measure or MeasureConfig(workers=target.num_cores)
     log_path = Path(log_path)
     host = host_fingerprint()
@@ -297,6 +298,20 @@ def tune_tasks(
     return state
 
 
+def check_run(tuner: str, trials: int | None, trials_per_task: int | None, more: int | None, timeout: float | None) -> None:
+    """Refuse an unknown tuner, a run with nothing to stop it, or a negative budget: callers check
+    before lowering the model, so a mistyped command costs no work."""
+    if tuner not in TUNERS:
+        raise TunebenchError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
+    if trials is None and trials_per_task is None and more is None and timeout is None:
+        raise TunebenchError("give a budget: --trials, --trials-per-task, --more and/or --timeout (seconds)")
+    for flag, value in (("--trials", trials), ("--trials-per-task", trials_per_task), ("--more", more)):
+        if value is not None and value < 0:
+            raise TunebenchError(f"{flag} takes a number of trials, 0 or more; got {value}")
+    if timeout is not None and not (0 < timeout < math.inf):  # nan too
+        raise TunebenchError(f"--timeout takes seconds, more than 0; got {timeout}")
+
+
 def _task_states(tasks: list[Task], priors: Priors, protocol: str) -> list[TaskState]:
     best = rec.HistoryLog(records=priors.local).best()
     return [
@@ -305,12 +320,13 @@ def _task_states(tasks: list[Task], priors: Priors, protocol: str) -> list[TaskS
     ]
 
 
-def _budget(states: list[TaskState], trials: int | None, per_task: float, more: int | None) -> int:
-    """Trials this run may spend: the model's budget and each task's cap, counting the log, and ``more``."""
+def _budget(states: list[TaskState], trials: int | None, per_task: float, more: int | None) -> float:
+    """Trials this run may spend: the model's budget and each task's cap, counting the log, and ``more``;
+    inf when none is given (a time budget alone)."""
     total_cap = trials if trials is not None else math.inf
     budget = total_cap - sum(s.trials for s in states)
     budget = min(budget, sum(max(0, per_task - s.trials) for s in states), more if more is not None else math.inf)
-    return int(max(0, budget))
+    return budget if math.isinf(budget) else int(max(0, budget))
 
 
 def _open_batcher(
@@ -328,7 +344,7 @@ def _open_batcher(
 ) -> _Batcher:
     """The shared MetaSchedule pieces, and a TuneContext per active task seeded with this machine's records."""
     budget = state.budget
-    batch = int(min(MAX_BATCH, max(MIN_BATCH, budget // max(1, len(active)))))
+    batch = int(min(MAX_BATCH, max(MIN_BATCH, budget / max(1, len(active)))))
     # TVM's thread pool defaults to half the hardware threads (1 on a 2-vCPU VM): candidates must be
     # timed with the threads the target is tuned for. Measurement workers inherit this at spawn.
     os.environ["TVM_NUM_THREADS"] = str(target.num_cores)
@@ -340,7 +356,7 @@ def _open_batcher(
         n = costmodel.load(batcher.cost_model, batcher.warm_start, target.measurement_class())
         state.cost_model = f"warm-started from {batcher.warm_start} ({n} samples)"
     for s in active:
-        batcher.prepare(s, int(min(per_task - s.trials, budget)), batch, priors.local, seed + state.states.index(s), tuner)
+        batcher.prepare(s, int(min(per_task - s.trials, budget, CLOCK_ONLY_TRIALS)), batch, priors.local, seed + state.states.index(s), tuner)
     state.clock("prepare", t)
     return batcher
 
@@ -355,7 +371,7 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
                 s = max(pool, key=_priority)
                 left = min(state.budget - state.new_trials, state.fit_before_deadline(TRANSFER if s.carry else SEARCH))
                 t = state.now()
-                measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s))), state)
+                measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s), MAX_BATCH)), state)
                 state.paces[TRANSFER if carried else SEARCH].add(measured, state.now() - t)
                 s.new_trials += measured
                 s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
