@@ -2,7 +2,7 @@
 VENV_OK := .venv/.installed
 MINUTES ?= 10
 TRIALS  ?= 1000
-TARGET  ?= avx2
+TARGET  ?= host
 MODEL   ?= resnet18
 TUNE_ARGS ?=
 
@@ -20,11 +20,13 @@ setup: $(VENV_OK)
 
 # Tune ResNet18 for MINUTES of wall clock on any host (whole minutes; lowering included), resuming the shipped
 # log, then compare against PyTorch (docs/tuning.md: what a run does in that time). TRIALS only caps it.
-# On an AVX-512 host: make tune TARGET=avx512 (the faster shipped log here). Convs are tuned in the blocked
-# layout; TUNE_ARGS='--layout nchw --winograd' tunes NCHW with Winograd tasks instead.
+# TARGET=host tunes the widest ISA this CPU runs (AVX-512 where it has it, else AVX2) and says which; the bench
+# then serves that log beside eager, inductor, ONNX Runtime and OpenVINO (docs/peers.md). Convs are tuned in the
+# blocked layout; TUNE_ARGS='--layout nchw --winograd' tunes NCHW with Winograd tasks instead.
 tune: $(VENV_OK)
 	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --timeout $$(( $(MINUTES) * 60 )) --more $(TRIALS) $(TUNE_ARGS)
-	.venv/bin/tunebench bench $(MODEL) --log tuning_logs/$(MODEL)-$(TARGET).jsonl.gz --target $(TARGET) --settle 1
+	preset=$$(.venv/bin/python -c 'import sys; from tunebench.target import host_preset; print(host_preset()[0] if sys.argv[1] == "host" else sys.argv[1])' $(TARGET)); \
+	.venv/bin/tunebench bench $(MODEL) --log tuning_logs/$(MODEL)-$$preset.jsonl.gz --target $(TARGET) --settle 1 --peers
 
 test: $(VENV_OK)
 	.venv/bin/ruff check tunebench models tests benchmarks
