@@ -216,11 +216,11 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the output files (e.g. before, after)")
     args = parser.parse_args()
 
-    import torch
-
-    from tunebench.bench import set_threads
+    from tunebench.bench import set_threads  # tunebench before torch: it bounds libgomp's spinning (tunebench.spin)
     from tunebench.target import host_fingerprint, physical_cores
     from tunebench.zoo import get_model
+
+    import torch
 
     threads = args.threads or physical_cores()
     set_threads(threads)
