@@ -216,14 +216,13 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the output files (e.g. before, after)")
     args = parser.parse_args()
 
-    from tunebench.bench import set_threads  # tunebench before torch: it bounds libgomp's spinning (tunebench.spin)
+    from tunebench.bench import set_threads
     from tunebench.target import host_fingerprint, physical_cores
     from tunebench.zoo import get_model
 
-    import torch
-
     threads = args.threads or physical_cores()
-    set_threads(threads)
+    set_threads(threads)  # torch imported after tunebench, which bounds libgomp's spinning (tunebench.spin)
+    import torch
     model, inputs = get_model(args.model)
     with torch.no_grad():
         tvm, tvm_whole, coverage = tvm_kernels(model, inputs, args.log, args.runs)
