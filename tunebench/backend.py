@@ -5,8 +5,8 @@ partitions with too): operators the Relax torch frontend converts form TVM subgr
 else stays in PyTorch, so a model with one unsupported op still runs.
 
 Each distinct call signature (input shapes and dtypes, the weights' storage, plus the active
-``ServingConfig``) gets its own specialized graph: exported to core ATen, partitioned with torch.fx's
-``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache; a graph wholly in
+``ServingConfig``, by content: its ``token``) gets its own specialized graph: exported to core ATen,
+partitioned with torch.fx's ``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache; a graph wholly in
 one TVM subgraph is remembered (``tunebench.plan``), and the next process skips straight to the cache. Parameters and
 buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
 tune``). Weights changed after compiling are caught by their version counters (``load_state_dict``,
@@ -15,6 +15,13 @@ in-place updates under ``no_grad``): the graph is rebuilt under the config it wa
 
 Thread-safe: each signature is built once however many threads call it first, and each TVM
 subgraph's VM (which keeps its call frames on the instance) serves one call at a time.
+
+Bounded, for servers that open an ``apply_history_best`` block per request: blocks with equal
+logs and settings share one graph and VM (before, each block added a graph, a VM and its parsed
+log: +12 MB and 7x the call time per request, ResNet18). A graph lives while the compile cache's
+memory holds the entries its subgraphs run (``cache.CompileCache``, bounded like the disk): each
+build drops the dispatcher's graphs of entries memory let go, with the per-config state only they
+used. The weights' digest (plan keys) is recomputed only when a weight changed.
 
 Never slower by surprise: by default a subgraph with a task lacking a tuning record runs in
 PyTorch (untuned TVM kernels are naive), with one warning giving the coverage;
@@ -157,11 +164,6 @@ def _build_lock() -> Any:
     return compile_lock
 
 
-def _config_text(cfg: ServingConfig) -> str:
-    """What of a config a build depends on: target, records (by fingerprint), build and fallback policy."""
-    return f"{cfg.target.key()}|{cfg.fingerprint}|{cfg.opt_level}|{cfg.fallback}|{cfg.winograd}"
-
-
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
     """Graph code, weights (by content), input shapes/dtypes, target, records, versions and tunebench's own code."""
     import tvm
@@ -172,7 +174,7 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
         h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
         h.update(plan.tensor_bytes(t))
     h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
-    h.update(f"|{_config_text(cfg)}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
+    h.update(f"|{cfg.build_text}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
     return h.hexdigest()
 
 
@@ -202,20 +204,23 @@ class GraphDispatcher:
 
     def __init__(self, gm: torch.nn.Module, static: frozenset[int], options: dict[str, Any]) -> None:
         self.gm, self.static, self.options = gm, static, options
-        self.graphs: dict[tuple[Any, ...], CompiledGraph] = {}
-        self._configs: dict[int, ServingConfig] = {}
+        self.graphs: dict[tuple[Any, ...], CompiledGraph] = {}  # by (config token, signature)
+        # by base config token: (base, base overridden by the options); holding the base keeps it live for make_config
+        self._configs: dict[str, tuple[ServingConfig, ServingConfig]] = {}
         self._latest: dict[tuple[Any, ...], CompiledGraph] = {}  # per signature, the graph last served
         self._lock = threading.Lock()  # guards the tables above, and hands out one build lock per key
         self._building: dict[tuple[Any, ...], threading.Lock] = {}
+        self._digest: tuple[tuple[tuple[int, int], ...], str] | None = None  # weight state, the weights' digest
         self.last: CompiledGraph | None = None
 
     def config(self, base: ServingConfig) -> ServingConfig:
         """``base`` (the active block or ``enable``) overridden by this compile's options."""
         if not self.options:
             return base
-        if base.token not in self._configs:
+        found = self._configs.get(base.token)
+        if found is None:
             o = self.options
-            self._configs[base.token] = make_config(
+            found = base, make_config(
                 o.get("logs", base.log),
                 o.get("target", None if "logs" in o else base.target),  # None: the target the new logs were tuned for
                 opt_level=o.get("opt_level", base.opt_level),
@@ -224,7 +229,8 @@ class GraphDispatcher:
                 num_threads=o.get("num_threads", base.num_threads),
                 winograd=o.get("winograd", base.winograd),
             )
-        return self._configs[base.token]
+            self._configs[base.token] = found
+        return found[1]
 
     def prepare(self, *args: Any) -> CompiledGraph:
         """The graph for these inputs' signature under the active config, built on first sight.
@@ -281,7 +287,23 @@ class GraphDispatcher:
                     self.graphs[k] = graph
                 for k in [k for k, g in self._latest.items() if stale is not None and g is stale]:
                     self._latest[k] = graph
+                self._building.pop(key, None)  # a thread waiting on it finds the graph; later ones find it without
+                self._forget_evicted(keep=key)
             return graph
+
+    def _forget_evicted(self, keep: tuple[Any, ...]) -> None:
+        """Drop the graphs (but ``keep``'s) running a subgraph whose entry the compile cache's memory let go,
+        and the configs no graph is filed under any more: the cache's bound is theirs. Under ``_lock``."""
+        self.graphs = {k: g for k, g in self.graphs.items() if k == keep or all(CACHE.holds(s.cache_key) for s in g.subgraphs if s.cache_key)}
+        tokens = {k[0] for k in self.graphs}
+        self._configs = {t: c for t, c in self._configs.items() if t in tokens}
+
+    def _weights_digest(self, args: tuple[Any, ...], versions: tuple[tuple[int, int], ...]) -> str:
+        """The weights' content digest for plan keys, hashed again only when ``versions`` (each weight's
+        address and version counter, ``_weight_state``) changed. Under the build lock."""
+        if self._digest is None or self._digest[0] != versions:
+            self._digest = versions, plan.weights_digest(self.gm, args, self.static)
+        return self._digest[1]
 
     def _weight_state(self, args: tuple[Any, ...]) -> tuple[tuple[int, int], ...]:
         """Address and version counter of every weight a build binds: the static inputs dynamo lifts,
@@ -294,7 +316,7 @@ class GraphDispatcher:
 
     def _build(self, args: tuple[Any, ...], cfg: ServingConfig, versions: tuple[tuple[int, int], ...]) -> CompiledGraph:
         weights = tuple(args[i] for i in sorted(self.static))
-        key = plan.plan_key(self.gm, args, self.static, _config_text(cfg))
+        key = plan.plan_key(self.gm, args, self.static, cfg.build_text, self._weights_digest(args, versions)) if plan.plannable(self.gm) else None
         planned = self._planned(key, cfg) if key else None
         if planned is not None:
             STATS.plan_hits += 1

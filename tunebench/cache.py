@@ -10,9 +10,10 @@ thread (``.tunebench-<key>.<pid>.<thread>.tmp.so``) and renamed, JSON last, so a
 entry or none. An entry that fails to load (torn, corrupt, evicted,
 from another TVM) is rebuilt with a warning, never fatal.
 
-One build per key: threads wait on a per-key lock and then take the entry from memory; processes
-wait on the key's ``flock``, held while checking the disk and building, and then load what the first
-one stored. Where the lock file cannot be created (read-only directory) the cache works unlocked.
+One build per key: threads wait on a per-key lock (dropped once the key is settled) and then take
+the entry from memory; processes wait on the key's ``flock``, held while checking the disk and
+building, and then load what the first one stored. Where the lock file cannot be created (read-only
+directory) the cache works unlocked.
 
 Bounded: a disk hit touches the entry's files; after each store, entries (``.json`` + ``.so``) are
 deleted least recently used first until they total at most ``TUNEBENCH_CACHE_MAX_MB`` (MiB, default
@@ -24,6 +25,10 @@ writer's, go too; lock files of keys never stored (failed builds) stay until ``c
 The directory may be shared with the user's own files (``TUNEBENCH_CACHE_DIR=.``, ``cache clear --dir
 .``): eviction and ``clear`` delete only names tunebench writes, ``tunebench-`` and a hex digest of
 a fixed length (``owned``), never a ``package.json`` or a user's ``.so`` or ``.lock``.
+
+The memory level keeps to the same limit, least recently used first, each entry weighing its files on
+disk (a long-running server that meets new logs or settings would otherwise keep every library it ever
+loaded); the backend drops its graphs of an entry memory let go (``backend.GraphDispatcher``).
 """
 
 from __future__ import annotations
@@ -88,8 +93,8 @@ STATS = CacheStats()
 
 
 def stats() -> CacheStats:
-    """The process-wide serving counters."""
-    return STATS
+    """A snapshot of the process-wide serving counters (a copy: ``before = stats()`` stays as it was)."""
+    return replace(STATS)
 
 
 def default_cache_dir() -> Path:
@@ -140,6 +145,7 @@ class Entry:
     lowering: str = ""
     flop: float = 0.0
     transferred: list[str] = field(default_factory=list)  # of ``applied``: schedules refitted from another shape
+    size: int = 0  # bytes of its files on disk (library and JSON): its weight in the memory level; 0 if never written
 
     def meta(self, key: str) -> dict[str, Any]:
         import tvm
@@ -162,10 +168,17 @@ class CompileCache:
     ``max_bytes`` overrides ``max_cache_bytes()`` for this instance (tests, embedding servers)."""
 
     def __init__(self, max_bytes: int | None = None) -> None:
-        self.memory: dict[str, Entry] = {}
+        self.memory: dict[str, Entry] = {}  # least recently used first
         self.max_bytes = max_bytes
         self._mutex = threading.Lock()  # guards memory, _key_locks and the STATS hit/compile counters
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks: dict[str, threading.Lock] = {}  # of keys being fetched, not yet in memory
+
+    def limit(self) -> int:
+        return max_cache_bytes() if self.max_bytes is None else self.max_bytes
+
+    def holds(self, key: str) -> bool:
+        """Whether ``key``'s entry is in memory (a graph serving it may keep its VM)."""
+        return key in self.memory
 
     def get(self, key: str, directory: Path | None, build: Callable[[], Entry]) -> Entry:
         """``key``'s entry from memory, else disk, else ``build()`` (then stored); a caller that finds
@@ -179,28 +192,47 @@ class CompileCache:
         return self._fetch(key, directory, None)
 
     def _fetch(self, key: str, directory: Path | None, build: Callable[[], Entry] | None) -> Entry | None:
-        entry, key_lock = self._lookup(key)
+        entry = self._hit(key)
         if entry is not None:
             return entry
         folder = directory or default_cache_dir()
-        with key_lock:
-            entry, _ = self._lookup(key)  # built by the thread this one waited for
-            if entry is not None:
-                return entry
-            entry, stored = self._load_or_build(key, folder, build)
-            if entry is not None:
-                with self._mutex:
-                    self.memory[key] = entry
+        with self._mutex:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        try:
+            with key_lock:
+                entry = self._hit(key)  # built by the thread this one waited for
+                if entry is not None:
+                    return entry
+                entry, stored = self._load_or_build(key, folder, build)
+                if entry is not None:
+                    self._remember(key, entry)
+        finally:
+            with self._mutex:  # settled: in memory, or to be tried afresh by the next caller
+                if self._key_locks.get(key) is key_lock:
+                    del self._key_locks[key]
         if stored:
             self._evict(folder, keep=key)
         return entry
 
-    def _lookup(self, key: str) -> tuple[Entry | None, threading.Lock]:
+    def _hit(self, key: str) -> Entry | None:
+        """``key``'s entry from memory, now its most recently used, or None."""
         with self._mutex:
-            entry = self.memory.get(key)
+            entry = self.memory.pop(key, None)
             if entry is not None:
+                self.memory[key] = entry
                 STATS.memory_hits += 1
-            return entry, self._key_locks.setdefault(key, threading.Lock())
+            return entry
+
+    def _remember(self, key: str, entry: Entry) -> None:
+        """Put ``entry`` in memory, then let least recently used others go until the rest fit the limit."""
+        limit = self.limit()
+        with self._mutex:
+            self.memory[key] = entry
+            total = sum(e.size for e in self.memory.values())
+            for old in [k for k in self.memory if k != key]:
+                if total <= limit:
+                    break
+                total -= self.memory.pop(old).size
 
     def _load_or_build(self, key: str, folder: Path, build: Callable[[], Entry] | None) -> tuple[Entry | None, bool]:
         """Under the key's file lock, so a process that waited loads what the builder stored; the
@@ -234,6 +266,7 @@ class CompileCache:
                 entry.module = tvm.runtime.load_module(str(library_file(key, folder)))
             elif entry.runner != "pytorch":
                 raise ValueError(f"unknown runner {entry.runner!r}")
+            entry.size = _files_size(key, folder)
         except Exception as e:  # json, OS, and TVM loader errors (a .so evicted or missing) alike mean: rebuild
             warnings.warn(f"tunebench cache entry {meta_path} is unusable ({type(e).__name__}: {e}); rebuilding it", CacheWarning, stacklevel=5)
             return None
@@ -253,6 +286,7 @@ class CompileCache:
                 os.replace(tmp_so, library_file(key, folder))
             tmp_meta.write_text(json.dumps(entry.meta(key)))
             os.replace(tmp_meta, folder / owned_name(key, "json"))
+            entry.size = _files_size(key, folder)
             return True
         except Exception as e:  # disk full, read-only dir, linker failure: serving goes on from memory
             for tmp in (tmp_so, tmp_meta):
@@ -263,7 +297,7 @@ class CompileCache:
 
     def _evict(self, folder: Path, keep: str) -> None:
         """Delete stale temps, then least recently used entries other than ``keep`` until the rest fit."""
-        limit = max_cache_bytes() if self.max_bytes is None else self.max_bytes
+        limit = self.limit()
         try:
             _remove_temps(folder, None, STALE_TEMP_S)
             entries = _scan(folder)
@@ -278,6 +312,15 @@ class CompileCache:
 
 
 CACHE = CompileCache()
+
+
+def _files_size(key: str, folder: Path) -> int:
+    """Bytes of ``key``'s JSON and library on disk (the library absent for an entry run in PyTorch)."""
+    size = 0
+    for path in (folder / owned_name(key, "json"), library_file(key, folder)):
+        with suppress(OSError):
+            size += path.stat().st_size
+    return size
 
 
 @contextmanager

@@ -11,6 +11,7 @@ inference decompositions, fast forms of erf/exp/tanh (``fastmath``), then the "z
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -24,6 +25,8 @@ def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
     import logging
 
     import torch
+
+    _copy_leaf_specs_by_treespec_leaf()
 
     torch_log = logging.getLogger("torch")
     level = torch_log.level
@@ -40,6 +43,23 @@ def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:
         for m, training in modes:
             m.training = training
         torch_log.setLevel(level)
+
+
+@functools.cache
+def _copy_leaf_specs_by_treespec_leaf() -> None:
+    """Make copies of pytree leaf specs through ``treespec_leaf()``, torch's non-deprecated constructor.
+
+    An exported program's input and output specs end in leaf specs, and ``run_decompositions``
+    (ours in ``partition``, and the Relax frontend's) deep-copies them. A copy made the default way
+    calls ``LeafSpec.__new__``, which torch 2.13 deprecates: one ``FutureWarning: isinstance(treespec,
+    LeafSpec) is deprecated`` per decomposition, printed on every run that splits a graph. All leaf
+    specs are equal (torch hands out one shared instance), so the copy is that instance.
+    """
+    import copyreg
+
+    from torch.utils import _pytree as pytree
+
+    copyreg.pickle(pytree.LeafSpec, lambda _: (pytree.treespec_leaf, ()))
 
 
 def to_relax(exported: Any) -> Any:

@@ -42,22 +42,32 @@ class Plan:
     outputs: list[int]
 
 
-def plan_key(gm: Any, args: tuple[Any, ...], static: frozenset[int], config_text: str) -> str | None:
-    """The key a plan for this graph and call is stored under; None for a module that is not an
-    fx graph (``tunebench.compile`` of a user's module: its code is not text to hash)."""
+def plannable(gm: Any) -> bool:
+    """Whether a plan can be kept for ``gm``: an fx graph, not a user's module (``tunebench.compile``),
+    whose code is not text to hash."""
+    return isinstance(gm, torch.fx.GraphModule)
+
+
+def plan_key(gm: torch.fx.GraphModule, args: tuple[Any, ...], static: frozenset[int], config_text: str, weights: str) -> str:
+    """The key a plan for this graph and call is stored under; ``weights`` is ``weights_digest``'s (the
+    backend hashes the weights again only when one changed)."""
     import tvm
 
-    if not isinstance(gm, torch.fx.GraphModule):
-        return None
-    h = hashlib.sha256(f"{PLAN_VERSION}|{gm.code}|{config_text}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
+    h = hashlib.sha256(f"{PLAN_VERSION}|{gm.code}|{config_text}|{tvm.__version__}|{torch.__version__}|{code_version()}|{weights}".encode())
     for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor):
-            h.update(f"|{i}:{tuple(a.shape)}:{a.dtype}:{i in static}|".encode())
-            if i in static:  # weights are baked into the library: by content
-                h.update(tensor_bytes(a))
-        else:
-            h.update(f"|{i}:{a!r}|".encode())
-    for name, t in [*gm.named_parameters(), *gm.named_buffers()]:  # constants the graph holds itself
+        tensor = isinstance(a, torch.Tensor)
+        h.update((f"|{i}:{tuple(a.shape)}:{a.dtype}:{i in static}|" if tensor else f"|{i}:{a!r}|").encode())
+    return h.hexdigest()
+
+
+def weights_digest(gm: torch.fx.GraphModule, args: tuple[Any, ...], static: frozenset[int]) -> str:
+    """The weights a build bakes into its library, by content: the ``static`` inputs (dynamo's lifted
+    parameters) and the constants the graph holds itself."""
+    h = hashlib.sha256()
+    for i in sorted(static):
+        h.update(f"|{i}|".encode())
+        h.update(tensor_bytes(args[i]))
+    for name, t in [*gm.named_parameters(), *gm.named_buffers()]:
         h.update(f"|{name}|".encode())
         h.update(tensor_bytes(t))
     return h.hexdigest()

@@ -76,8 +76,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def physical_cores() -> int:
-    """Physical cores: hyper-threads share FMA units, so TVM's thread pool should not count them."""
+    """Physical cores: hyper-threads share FMA units, so TVM's thread pool should not count them.
+    Asked once (psutil reads sysfs: 2 ms, paid per ``apply_history_best`` block before)."""
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
@@ -89,6 +91,12 @@ def llvm_system_cpu() -> str:
     from tvm.target import codegen
 
     return str(codegen.llvm_get_system_cpu())
+
+
+def host_key() -> tuple[Any, ...]:
+    """What resolving a preset and judging records depend on of this host: a serving config made
+    for one host is not another's (``context.make_config`` reuses configs by it; tests fake hosts)."""
+    return (cpu_flags(), llvm_system_cpu(), physical_cores())
 
 
 def host_fingerprint() -> dict[str, Any]:
