@@ -106,20 +106,20 @@ def test_memory_keeps_the_limit_least_recently_used_first(tmp_path: Path) -> Non
     the per-key locks of settled keys go (they grew by one per key, forever)."""
     c = CompileCache(max_bytes=35_000)  # three 10 kB entries (+ JSON) fit, four do not
     for key in "abc":
-        c.get(key, tmp_path, tvm_entry(10_000))
-    c.get("a", tmp_path, no_build)  # a memory hit: a is now the newest
-    c.get("d", tmp_path, tvm_entry(10_000))
-    assert list(c.memory) == ["c", "a", "d"] and [c.holds(k) for k in "bd"] == [False, True]
+        c.get(k(key), tmp_path, tvm_entry(10_000))
+    c.get(k("a"), tmp_path, no_build)  # a memory hit: a is now the newest
+    c.get(k("d"), tmp_path, tvm_entry(10_000))
+    assert list(c.memory) == [k("c"), k("a"), k("d")] and [c.holds(k(key)) for key in "bd"] == [False, True]
     assert sum(e.size for e in c.memory.values()) <= 35_000 and c._key_locks == {}
     alone = CompileCache(max_bytes=1)
-    alone.get("e", tmp_path, tvm_entry(10_000))
-    alone.get("f", tmp_path, tvm_entry(10_000))
-    assert list(alone.memory) == ["f"]  # the entry just made stays, alone over the limit
+    alone.get(k("e"), tmp_path, tvm_entry(10_000))
+    alone.get(k("f"), tmp_path, tvm_entry(10_000))
+    assert list(alone.memory) == [k("f")]  # the entry just made stays, alone over the limit
 
 
 def test_stats_is_a_snapshot(tmp_path: Path) -> None:
     before = cache.stats()
-    CompileCache().get("k", tmp_path, lambda: Entry("pytorch", 1))
+    CompileCache().get(K, tmp_path, lambda: Entry("pytorch", 1))
     after = cache.stats()
     assert (before.compiles, after.compiles) == (0, 1), "stats() handed out the live counters"
 
