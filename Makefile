@@ -6,7 +6,7 @@ TARGET  ?= host
 MODEL   ?= resnet18
 TUNE_ARGS ?=
 
-.PHONY: setup tune test lint bench clean
+.PHONY: setup tune test lint bench results clean
 
 $(VENV_OK): pyproject.toml
 	python3 -m venv .venv
@@ -32,8 +32,13 @@ test: $(VENV_OK)
 	.venv/bin/ruff check tunebench models tests benchmarks
 	.venv/bin/python -m pytest -x -q
 
+# Rerun the ResNet18 benches and the tuning throughput, then write docs/results.md from benchmarks/results/.
 bench: $(VENV_OK)
 	.venv/bin/python benchmarks/run_all.py
+
+# Rewrite docs/results.md from the files already in benchmarks/results/ (no benchmark runs; standard library only).
+results:
+	python3 benchmarks/results_page.py
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -1,9 +1,11 @@
-"""Regenerate every number and figure the README's Results section quotes, into benchmarks/results/.
+"""Rerun the ResNet18 benches and the tuning throughput into benchmarks/results/, then write docs/results.md.
 
-Each step is the ordinary CLI command the README quotes, so anyone can rerun them one by one. Run
+Each step is an ordinary command (docs/results.md shows it beside its figures), so anyone can rerun them one by one. Run
 from anywhere: paths are taken relative to the repository root. A shipped log whose records this
 CPU cannot run (the avx512 log on an AVX2-only host) is skipped with the reason: benched anyway,
-its tuned column would get no record and time something the README does not quote.
+its tuned column would get no record and time nothing tuned.
+The page is written from every file in benchmarks/results/ (``results_page.py``; ``make results``
+writes it alone), so figures other scripts made earlier keep their own host, date and command.
 ``--dry-run`` prints the steps and the skips without running anything.
 """
 
@@ -72,6 +74,7 @@ def main() -> None:
     for name in BENCHES:
         bench_log(name, dry_run)
     run(("benchmarks/trials_per_minute.py", "--trials", "32", "--rounds", "2", "--json", str(RESULTS / "trials-per-minute.json")), dry_run)
+    run(("benchmarks/results_page.py",), dry_run)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,13 @@ def main() -> None:
     print(f"speed-up after/before: {summary['after']['trials_per_min'] / summary['before']['trials_per_min']:.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"model": MODEL, "trials": args.trials, "rounds": args.rounds, "variants": summary}, indent=2) + "\n")
+        from tunebench.target import host_fingerprint
+
+        # date, command and host: docs/results.md shows them beside the figures
+        command = " ".join(["benchmarks/trials_per_minute.py", *sys.argv[1:]])
+        doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "command": command, "host": host_fingerprint()}
+        doc |= {"model": MODEL, "trials": args.trials, "rounds": args.rounds, "variants": summary}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
