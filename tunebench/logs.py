@@ -307,7 +307,7 @@ def _summary_table(summary: LogSummary, width: int | None) -> Any:
         room = max(12, width - others - 2 * (len(names) - 1))
         for r in rows:
             r["task"] = _shortened(r["task"], room)
-    table = Table(title=f"{summary.path}: {len(summary.rows)} workload(s)", box=box.HEAVY_HEAD if width is None else None, pad_edge=width is None)
+    table = Table(title=Text(f"{summary.path}: {len(summary.rows)} workload(s)"), box=box.HEAVY_HEAD if width is None else None, pad_edge=width is None)
     for col in names:
         table.add_column(col, justify="left" if col in _LEFT else "right", no_wrap=True)
     for r in rows:
