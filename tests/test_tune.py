@@ -174,3 +174,38 @@ def test_integer_inputs_of_a_candidate_are_in_bounds_indices() -> None:
 
     [args] = alloc_arguments(tvm.cpu(), [["TENSOR", "int64", [4]], ["TENSOR", "float32", [8, 8]]], 1)
     assert not args[0].numpy().any() and args[1].numpy().std() > 0
+
+
+def test_searches_in_shared_pools_reuse_their_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside ``shared_pools`` a search reuses the builder and runner a previous one started (a runner per
+    TVM thread count: its workers keep theirs), and they are shut down at the end; outside, each is new."""
+    import tvm.s_tir.meta_schedule.runner as runner_module
+
+    from tunebench import measure
+    from tunebench.settings import MeasureConfig
+
+    class FakePool:
+        down = 0
+
+        def shutdown(self) -> None:
+            FakePool.down += 1
+
+    class FakeRunner:  # LocalRunner would start a worker process; what is tested is which object a search gets
+        def __init__(self, **kwargs: object) -> None:
+            self.pool = FakePool()
+
+    monkeypatch.setattr(runner_module, "LocalRunner", FakeRunner)
+    monkeypatch.setattr(measure, "_shared", None)  # outside the session's block (tests.conftest)
+    cfg = MeasureConfig()
+    assert measure.make_builder(cfg) is not measure.make_builder(cfg)
+    with measure.shared_pools():
+        monkeypatch.setenv("TVM_NUM_THREADS", "2")
+        builder, runner = measure.make_builder(cfg), measure.make_runner(cfg)
+        with measure.shared_pools():  # nested: still the same ones
+            assert measure.make_builder(cfg) is builder and measure.make_runner(cfg) is runner
+        assert measure.make_builder(MeasureConfig(build_timeout=1.0)) is not builder
+        assert measure.make_runner(MeasureConfig(protocol="warm")) is not runner
+        monkeypatch.setenv("TVM_NUM_THREADS", "4")
+        assert measure.make_runner(cfg) is not runner and measure.make_builder(cfg) is builder
+    assert FakePool.down == 3, "each runner's workers stop with the block"
+    assert measure.make_runner(cfg) is not runner
