@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,16 @@ TINY = "tests/fixtures/tiny.py:tiny_conv"
 # Generous timeouts: on a loaded 2-core machine a fresh build worker alone can take 30 s to import TVM,
 # and a timed-out build leaves no usable record.
 PATIENT = MeasureConfig(build_timeout=300, run_timeout=60)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_measurement_pools() -> Iterator[None]:
+    """Every search in the session reuses one builder's and one runner's worker processes: starting
+    them was most of each short search's time (``tunebench.measure.shared_pools``)."""
+    from tunebench.measure import shared_pools
+
+    with shared_pools():
+        yield
 
 
 @pytest.fixture(scope="session")

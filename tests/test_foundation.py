@@ -63,13 +63,23 @@ def test_zoo_weights_are_deterministic() -> None:
         torch.testing.assert_close(a(x), b(x))
 
 
-def test_resnet18_has_22_tasks_in_nchw() -> None:
+def test_resnet18_has_22_tasks_in_nchw_and_24_blocked() -> None:
+    from tunebench.frontend import optimize
+    from tunebench.tasks import extract_tasks
+
     lowered = api.lower_model("resnet18", "avx2", layout="nchw")
     assert len(lowered.tasks) == 22, [t.name for t in lowered.tasks]
     assert sum(t.weight for t in lowered.tasks) >= len(lowered.tasks)
     assert lowered.tasks[0].anchor.startswith("conv2d")
     total_gflop = sum(t.total_flop for t in lowered.tasks) / 1e9
     assert 3.4 < total_gflop < 3.9  # ResNet18 is 1.8 GMAC = 3.6 GFLOP
+    # the default blocked layout, from the same imported module (as lower_model makes it): every conv but
+    # the 3-channel stem (still conv2d_nchw) blocked, plus 2 layout changes
+    blocked = extract_tasks(optimize(lowered.source, lowered.target, layout="blocked"), lowered.target)
+    assert len(blocked) == 24, [t.name for t in blocked]
+    anchors = {t.anchor for t in blocked}
+    assert "conv2d_NCHWc" in anchors and "conv2d_nchw" in anchors
+    assert 3.4 < sum(t.total_flop for t in blocked) / 1e9 < 3.9
 
 
 def test_file_factory_reference(tmp_path: Path) -> None:
@@ -194,15 +204,21 @@ def test_cli_models_lists_the_zoo() -> None:
 
 
 def test_cli_tasks_prints_task_table() -> None:
-    # --layout reaches the lowering (the tiny model: resnet18's 22 NCHW tasks are counted in-process above)
-    out = run_cli("tasks", "tests/fixtures/tiny.py:tiny_conv", "--target", "avx2", "--layout", "nchw")
-    assert out.returncode == 0, out.stderr
-    assert ": 2 tuning tasks" in out.stdout and "conv2d_nchw" in out.stdout and "conv2d_NCHWc" not in out.stdout
-    # the default blocked layout: every conv but the 3-channel stem (still conv2d_nchw) blocked, plus 2 layout changes
-    out = run_cli("tasks", "resnet18", "--target", "avx2")
-    assert out.returncode == 0, out.stderr
-    assert "24 tuning tasks" in out.stdout and "conv2d_NCHWc" in out.stdout
-    assert "conv2d_nchw" in out.stdout and "total" in out.stdout
+    """In-process (the entry point's own checks are the subprocess tests below); resnet18's task counts
+    per layout are counted in-process above, so the tiny model shows what the CLI passes on."""
+    from typer.testing import CliRunner
+
+    from tunebench.cli import app
+
+    # --layout reaches the lowering
+    out = CliRunner().invoke(app, ["tasks", "tests/fixtures/tiny.py:tiny_conv", "--target", "avx2", "--layout", "nchw"])
+    assert out.exit_code == 0, out.output
+    assert ": 2 tuning tasks" in out.output and "conv2d_nchw" in out.output and "conv2d_NCHWc" not in out.output
+    # the default blocked layout: the second conv blocked, the 3-channel stem still conv2d_nchw, plus 2 layout changes
+    out = CliRunner().invoke(app, ["tasks", "tests/fixtures/tiny.py:tiny_conv", "--target", "avx2"])
+    assert out.exit_code == 0, out.output
+    assert ": 4 tuning tasks" in out.output and "conv2d_NCHWc" in out.output
+    assert "conv2d_nchw" in out.output and "total" in out.output
 
 
 UNCAPTURABLE = """

@@ -329,3 +329,19 @@ def test_show_fits_an_80_column_terminal(tiny_log: Path, tmp_path: Path, fake_ho
     assert sum("not usable here (2 workload(s)): CPU lacks avx512f" in line for line in narrow) == 1
     wide = shown(400)
     assert any("usable here" in line for line in wide) and sum("no: CPU lacks avx512f" in line for line in wide) == 2
+
+
+def test_show_model_totals_a_lowered_model(tiny_log: Path, lowered) -> None:
+    """``logs show --model``: the API lowers the model, the log's records total its tasks."""
+    from typer.testing import CliRunner
+
+    from tunebench.api import log_summary
+    from tunebench.cli import app
+
+    best = rec.read_log(tiny_log).best()
+    (total,) = [t for t in log_summary(tiny_log, [TINY]).totals if not t.from_log]  # NCHW only: one lowering
+    assert (total.model, total.target, total.tasks, total.covered) == (TINY, "avx2", 2, 2)
+    assert total.latency == pytest.approx(sum(t.weight * best[t.workload_key].latency for t in lowered.tasks))
+    result = CliRunner().invoke(app, ["logs", "show", str(tiny_log), "--model", TINY])
+    assert result.exit_code == 0, result.output
+    assert f"{total.latency * 1e3:.3f} ms, 2/2 of its tasks in the log" in " ".join(result.output.split())

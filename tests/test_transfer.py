@@ -12,9 +12,9 @@ from tests.conftest import PATIENT, TINY, rewritten
 from tunebench import api
 from tunebench.choose import best_records
 from tunebench.errors import TunebenchError
-from tunebench.records import HistoryLog, Record, measurement_class, read_log
+from tunebench.records import HistoryLog, Record, read_log
 from tunebench.search import load_priors, tune_tasks
-from tunebench.target import TargetSpec, resolve_target
+from tunebench.target import TargetSpec, measurement_class, resolve_target
 from tunebench.zoo import get_model
 
 

@@ -220,3 +220,38 @@ def test_each_custom_target_gets_its_own_default_log() -> None:
     assert log_of('{"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2"]}') != znver3
     assert log_of('{"mcpu": "znver3", "kind": "llvm"}', cores=8) == znver3, "the same target, written another way or with other cores: the same log"
     assert log_of("avx2") == api.LOG_DIR / "resnet18-avx2.jsonl.gz"
+
+
+def test_searches_in_shared_pools_reuse_their_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside ``shared_pools`` a search reuses the builder and runner a previous one started (a runner per
+    TVM thread count: its workers keep theirs), and they are shut down at the end; outside, each is new."""
+    import tvm.s_tir.meta_schedule.runner as runner_module
+
+    from tunebench import measure
+    from tunebench.settings import MeasureConfig
+
+    class FakePool:
+        down = 0
+
+        def shutdown(self) -> None:
+            FakePool.down += 1
+
+    class FakeRunner:  # LocalRunner would start a worker process; what is tested is which object a search gets
+        def __init__(self, **kwargs: object) -> None:
+            self.pool = FakePool()
+
+    monkeypatch.setattr(runner_module, "LocalRunner", FakeRunner)
+    monkeypatch.setattr(measure, "_shared", None)  # outside the session's block (tests.conftest)
+    cfg = MeasureConfig()
+    assert measure.make_builder(cfg) is not measure.make_builder(cfg)
+    with measure.shared_pools():
+        monkeypatch.setenv("TVM_NUM_THREADS", "2")
+        builder, runner = measure.make_builder(cfg), measure.make_runner(cfg)
+        with measure.shared_pools():  # nested: still the same ones
+            assert measure.make_builder(cfg) is builder and measure.make_runner(cfg) is runner
+        assert measure.make_builder(MeasureConfig(build_timeout=1.0)) is not builder
+        assert measure.make_runner(MeasureConfig(protocol="warm")) is not runner
+        monkeypatch.setenv("TVM_NUM_THREADS", "4")
+        assert measure.make_runner(cfg) is not runner and measure.make_builder(cfg) is builder
+    assert FakePool.down == 3, "each runner's workers stop with the block"
+    assert measure.make_runner(cfg) is not runner

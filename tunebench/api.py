@@ -198,6 +198,44 @@ def _lowering(name: str, source: Any, relax_mod: Any, inputs: tuple[Any, ...], s
     return Lowering(name, source, relax_mod, tasks, inputs)
 
 
+def log_summary(path: str | Path, models: list[str] | None = None) -> Any:
+    """``logs.summarize`` of ``path`` (a ``logs.LogSummary``), plus for each of ``models`` (zoo names or
+    file.py:factory) its estimated latency per target in the log and per lowering the log holds
+    workloads of. Lowering costs seconds, so it is opt-in (``logs show --model``)."""
+    from .logs import log_targets, model_totals, summarize
+
+    summary = summarize(path)
+    for model in models or []:
+        for config in log_targets(summary.log):
+            summary.totals.extend(model_totals(model, summary.log, config, _log_lowerings(model, summary.log, config)))
+    return summary
+
+
+def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[Any]]]:
+    """``model``'s tasks per lowering ``log`` holds workloads of: NCHW direct convs, NCHW with
+    Winograd tasks beside them, blocked layout. The model is exported once; the other lowerings
+    start from its imported module."""
+    import json
+
+    from . import layout, winograd
+    from .errors import TunebenchError
+    from .frontend import optimize
+    from .tasks import extract_tasks
+
+    spec = resolve_target(json.dumps(json.loads(config)), check=False)
+    with_winograd = winograd.in_log(log)
+    try:
+        lowered = lower_model(model, spec, winograd=with_winograd, layout="nchw")
+    except TunebenchError as e:  # e.g. a target this CPU cannot compile for
+        raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
+    out = [("nchw", [t for t in lowered.tasks if t.impl != "winograd"])]
+    if with_winograd:
+        out.append(("nchw, winograd", lowered.tasks))
+    if layout.in_log(log):
+        out.append(("blocked", extract_tasks(optimize(lowered.source, spec, layout="blocked"), spec)))
+    return out
+
+
 def default_log_path(model: str, target: TargetSpec) -> Path:
     """``tuning_logs/<model>-<target>.jsonl.gz`` (a file:factory reference uses its factory name), or
     the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are.

@@ -275,11 +275,12 @@ def logs_show(
     model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="also total this model's tasks (lowers it: seconds)")] = None,
 ) -> None:
     """Per workload: best latency, GFLOP/s, trials, target and machine; per model: estimated latency."""
-    from .logs import print_summary, summarize
+    from .api import log_summary
+    from .logs import print_summary
     from .records import log_files
 
     for path in log_files(logs):
-        print_summary(summarize(path, model), console)
+        print_summary(log_summary(path, model), console)
 
 
 @logs_app.command("merge")

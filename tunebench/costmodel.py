@@ -7,7 +7,7 @@ another machine would run that machine's code; this store keeps the same content
 
 The training data is grouped by workload, and XGBModel normalizes each group's costs by its
 fastest: groups timed on another kind of machine are stored under that machine's class
-(``records.measurement_class``) and loaded under a prefixed name, so a prior from another CPU
+(``target.measurement_class``) and loaded under a prefixed name, so a prior from another CPU
 never shares a normalization with this CPU's timings. Each group keeps its ``MAX_PER_GROUP``
 fastest candidates, which bounds the file for logs meant to be shipped.
 """

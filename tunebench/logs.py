@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import TunebenchError
 from .records import HistoryLog, Record, WorkloadEntry, locked, log_files, read_log, tvm_version, write_log_atomic
-from .target import canonical, missing_flags, preset_of
+from .target import canonical, missing_flags, preset_of, resolve_target
 from .target import identity as target_identity
 
 
@@ -92,15 +92,16 @@ class LogSummary:
     rows: list[WorkloadRow]
     totals: list[ModelTotal]
     problems: list[str] = field(default_factory=list)
+    log: HistoryLog = field(default_factory=HistoryLog, repr=False)  # what was read, for ``model_totals``
 
 
-def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> LogSummary:
+def summarize(path: str | os.PathLike[str]) -> LogSummary:
     """Per (workload, target, machine class): trials and best record; per target and machine class:
     the tuned model's estimated latency (a merged log shows each machine's own bests).
 
     The estimate uses the weights stored in the log's workload lines (the model it was tuned for).
-    ``models`` (zoo names or file.py:factory) are lowered and matched by workload key, which also
-    says which of their tasks the log does not cover; lowering costs seconds, so it is opt-in.
+    A lowered model's total, which also says which of its tasks the log does not cover, is
+    ``model_totals``'s: the caller lowers the model (``api.log_summary``), this module only counts.
     """
     log = read_log(path, warn=False)
     groups: dict[tuple[str, str, str], list[Record]] = {}
@@ -117,9 +118,7 @@ def summarize(path: str | os.PathLike[str], models: list[str] | None = None) -> 
     kinds = sorted({(row.target, row.machine) for row in rows})
     name = Path(path).name.removesuffix(".gz").removesuffix(".jsonl")
     totals = [_log_total(name, f"{t} timed on {m}", [row for row in rows if (row.target, row.machine) == (t, m)]) for t, m in kinds]
-    for model in models or []:
-        totals.extend(_model_totals(model, log))
-    return LogSummary(Path(path), rows, totals, log.problems)
+    return LogSummary(Path(path), rows, totals, log.problems, log)
 
 
 def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
@@ -128,36 +127,25 @@ def _log_total(name: str, target: str, rows: list[WorkloadRow]) -> ModelTotal:
     return ModelTotal(name, target, len(rows), len(covered), latency, from_log=True)
 
 
-def _model_totals(model: str, log: HistoryLog) -> list[ModelTotal]:
-    """One total per target in the log and per lowering it holds workloads of: NCHW direct convs,
-    NCHW with the faster of direct/Winograd per conv shape, blocked layout ("resnet18 (blocked)").
-    The model is exported once per target; the other lowerings start from its imported module."""
-    from . import layout, winograd
-    from .api import lower_model
-    from .frontend import optimize
-    from .target import resolve_target
-    from .tasks import extract_tasks, model_latency
+def log_targets(log: HistoryLog) -> list[str]:
+    """The target identities (``target.identity``) ``log``'s records were tuned for, sorted."""
+    return sorted({target_identity(r.target) for r in log.records})
 
-    with_winograd, with_blocked = winograd.in_log(log), layout.in_log(log)
+
+def model_totals(model: str, log: HistoryLog, config: str, lowerings: list[tuple[str, list[Any]]]) -> list[ModelTotal]:
+    """``model``'s estimated latency under target ``config`` (one of ``log_targets``), one total per
+    lowering (name, its tasks): weight x the best record this machine would serve, per task."""
+    from .tasks import model_latency
+
+    spec = resolve_target(json.dumps(json.loads(config)), check=False)
+    mine = [r for r in log.records if target_identity(r.target) == config]
+    best = HistoryLog(workloads=log.workloads, records=mine).best(here=spec.measurement_class())  # what this machine would serve
     out = []
-    for config in sorted({target_identity(r.target) for r in log.records}):
-        spec = resolve_target(json.dumps(json.loads(config)), check=False)
-        mine = [r for r in log.records if target_identity(r.target) == config]
-        best = HistoryLog(workloads=log.workloads, records=mine).best(here=spec.measurement_class())  # what this machine would serve
-        try:
-            lowered = lower_model(model, spec, winograd=with_winograd, layout="nchw")
-        except TunebenchError as e:  # e.g. a target this CPU cannot compile for
-            raise TunebenchError(f"cannot match {model!r} against {config}: {e}") from None
-        variants = [("nchw", [t for t in lowered.tasks if t.impl != "winograd"])]
-        if with_winograd:
-            variants.append(("nchw, winograd", lowered.tasks))
-        if with_blocked:
-            variants.append(("blocked", extract_tasks(optimize(lowered.source, spec, layout="blocked"), spec)))
-        for name, tasks in variants:
-            covered = [t for t in tasks if t.workload_key in best]
-            latency = model_latency(tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
-            label = f"{model} ({name})" if len(variants) > 1 else model
-            out.append(ModelTotal(label, preset_of(json.loads(config)), len(tasks), len(covered), latency))
+    for name, tasks in lowerings:
+        covered = [t for t in tasks if t.workload_key in best]
+        latency = model_latency(tasks, lambda t, best=best: best[t.workload_key].latency if t.workload_key in best else math.inf)
+        label = f"{model} ({name})" if len(lowerings) > 1 else model
+        out.append(ModelTotal(label, preset_of(json.loads(config)), len(tasks), len(covered), latency))
     return out
 
 

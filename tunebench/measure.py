@@ -7,16 +7,55 @@ every ``recycle_every`` batches to bound the leak, and its workers import the in
 way once at start-up (measured by ``benchmarks/trials_per_minute.py``). What to time and for how
 long is ``settings.MeasureConfig``, shared with the RPC fleet (``rpc``), which is imported only
 when a search asks for it.
+
+Starting those worker processes is most of a short search's cost: a 2-trial run of the two-conv
+test model took 30-40 s with its own builder and runner, 4-5 s reusing the previous run's (AMD
+EPYC Zen 3, 2 vCPUs, shared, 2026-11-29). Inside ``shared_pools()`` searches reuse them, as a
+notebook or a test session running many short searches would want; outside it every search
+starts and drops its own, so no idle worker outlives it.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .settings import MeasureConfig, evaluator_config
+
+_shared: dict[tuple[Any, ...], Any] | None = None  # builders and runners by what they were made for, inside ``shared_pools``
+
+
+@contextmanager
+def shared_pools() -> Iterator[None]:
+    """Within the block, searches reuse one builder and one local runner per configuration instead
+    of starting worker processes each (module docstring: the cost); their workers stop at its end.
+    A runner's workers keep the TVM thread count they were started with, so it is part of the key."""
+    global _shared
+    if _shared is not None:  # nested: the outer block owns them
+        yield
+        return
+    _shared = {}
+    try:
+        yield
+    finally:
+        pools, _shared = _shared, None
+        for made in pools.values():
+            pool = getattr(made, "_pool", None) or getattr(made, "pool", None)
+            if pool is not None:
+                pool.shutdown()
+
+
+def _reused(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    if _shared is None:
+        return make()
+    if key not in _shared:
+        _shared[key] = make()
+    return _shared[key]
 
 
 def make_builder(cfg: MeasureConfig) -> Any:
@@ -24,7 +63,7 @@ def make_builder(cfg: MeasureConfig) -> Any:
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     if cfg.persistent_builder:
-        return _persistent_builder_cls()(max_workers=cfg.workers, timeout_sec=cfg.build_timeout)
+        return _reused(("builder", cfg.workers, cfg.build_timeout), lambda: _persistent_builder_cls()(max_workers=cfg.workers, timeout_sec=cfg.build_timeout))
     return LocalBuilder(max_workers=cfg.workers, timeout_sec=cfg.build_timeout)
 
 
@@ -36,7 +75,8 @@ def make_runner(cfg: MeasureConfig) -> Any:
         from .rpc import make_rpc_runner
 
         return make_rpc_runner(cfg)
-    return LocalRunner(timeout_sec=cfg.run_timeout, evaluator_config=evaluator_config(cfg), f_alloc_argument=alloc_arguments)
+    key = ("runner", cfg.protocol, cfg.repeat, cfg.min_repeat_ms, cfg.run_timeout, os.environ.get("TVM_NUM_THREADS"))
+    return _reused(key, lambda: LocalRunner(timeout_sec=cfg.run_timeout, evaluator_config=evaluator_config(cfg), f_alloc_argument=alloc_arguments))
 
 
 def alloc_arguments(device: Any, args_info: list[list[Any]], alloc_repeat: int) -> list[list[Any]]:

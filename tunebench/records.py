@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunebenchError
+from .target import measurement_class
 
 FORMAT_VERSION = 1
 LOG_SUFFIXES = (".jsonl", ".jsonl.gz")  # plain, or gzip (one member per appended batch): about 30x smaller, for shipping
@@ -380,15 +381,6 @@ def _note_foreign_and_orphans(log: HistoryLog, path: Path) -> None:
     orphans = {r.key for r in log.records} - set(log.workloads)
     if orphans:
         log.problems.append(f"{path}: {len(orphans)} workload(s) referenced by records but never defined")
-
-
-def measurement_class(llvm_cpu: str, threads: Any) -> str:
-    """The kind of machine a latency belongs to: LLVM's name for the CPU and the threads timed with.
-
-    Latencies are comparable within a class only: another CPU's or another thread count's times
-    say which schedules are worth trying here, not which is fastest here.
-    """
-    return f"{llvm_cpu} x{threads if threads else '?'}"
 
 
 def _typed(obj: dict[str, Any], name: str, kinds: type | tuple[type, ...], *default: Any) -> Any:

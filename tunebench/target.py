@@ -181,6 +181,16 @@ def identity(config: dict[str, Any]) -> str:
     return canonical({k: v for k, v in config.items() if k != "num-cores"})
 
 
+def measurement_class(llvm_cpu: str, threads: Any) -> str:
+    """The kind of machine a latency belongs to: LLVM's name for the CPU and the threads timed with.
+
+    Latencies are comparable within a class only: another CPU's or another thread count's times
+    say which schedules are worth trying here, not which is fastest here. Records store the parts
+    (``records.Record.measured_class``); the name is built here, beside the host it describes.
+    """
+    return f"{llvm_cpu} x{threads if threads else '?'}"
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """A resolved target: the preset name users typed and the TVM target dict it means."""
@@ -207,8 +217,6 @@ class TargetSpec:
     def measurement_class(self) -> str:
         """This machine timing with this target's threads, as ``records.Record.measured_class`` names
         a record's: the class whose records are bests here, all others' being priors."""
-        from .records import measurement_class
-
         return measurement_class(llvm_system_cpu(), self.num_cores)
 
     def missing_flags(self, host_flags: frozenset[str] | None = None) -> list[str]:
