@@ -107,6 +107,36 @@ def zoo_section(paths: list[Path]) -> str:
     return intro + table(head, rows) + "\n" + "\n".join(commands) + f"\n\n{trials}\n\n{images}\n"
 
 
+def peers_section(paths: list[Path]) -> str:
+    """``tunebench bench --peers`` files (``benchmarks/peers_table.py``): eager, the peers and tunebench, per model."""
+    names = ("eager", "onnxruntime", "openvino", "tunebench-tuned", "tunebench-saved")
+    rows, commands = [], []
+    for path in paths:
+        doc = json.loads((ROOT / path).read_text())
+        cols = {c["name"]: c for c in doc["columns"]}
+        peer = min((cols[n]["median_s"] for n in ("onnxruntime", "openvino") if cols.get(n, {}).get("status") == "ok"), default=None)
+        tuned = cols.get("tunebench-tuned", {})
+        vs = f"{peer / tuned['median_s']:.2f}" if peer and tuned.get("status") == "ok" else "-"
+        cells = [f"{ms(c['median_s'])} ({ms(c['p10_s'])}-{ms(c['p90_s'])})" if c.get("status") == "ok" else "-" for c in (cols.get(n, {}) for n in names)]
+        rows.append([path.stem, *cells, vs, host(doc), doc["date"][:10]])
+        commands.append(f"- [`{path.name}`]({UP}{path}): `{doc['command']}`; {doc.get('protocol', '')}")
+    head = ["model-log-host", *[f"{n} ms (p10-p90)" for n in names], "best peer / tunebench", "host", "date"]
+    intro = "## Against the peers: `tunebench bench --peers` ([docs/peers.md](peers.md))\n\nMedians; above 1 in the last ratio, tunebench beats both peers.\n\n"
+    return intro + table(head, rows) + "\n" + "\n".join(commands) + "\n"
+
+
+def per_layer_section(paths: list[Path]) -> str:
+    """``benchmarks/per_layer.py``: its Markdown table, as written, per model and host."""
+    bodies = []
+    for md in paths:
+        data = md.with_suffix(".json")
+        doc = json.loads((ROOT / data).read_text())
+        table_lines = (ROOT / md).read_text().split("\n", 4)[4]  # after the title and the host line the JSON also holds
+        source = f"Table: [`{md.name}`]({UP}{md}); tunebench served {doc['coverage']}.\n\n"
+        bodies.append(f"### {md.stem}\n\n" + provenance(data, doc, "benchmarks/per_layer.py") + source + table_lines)
+    return "## Per layer, tunebench against ONNX Runtime: `benchmarks/per_layer.py`\n\n" + "\n".join(bodies)
+
+
 def _zoo_cell(c: dict[str, Any]) -> str:
     return f"{ms(c['median_s'])} ({c['speedup_vs_eager']:.2f}x)" if c.get("status") == "ok" else c.get("status", "-")
 
@@ -212,6 +242,12 @@ def render() -> str:
     zoo = sorted(p.relative_to(ROOT) for p in (ROOT / RESULTS / "zoo").glob("*.json"))
     if zoo:
         parts.append(zoo_section(zoo))
+    peers = sorted(p.relative_to(ROOT) for p in (ROOT / RESULTS / "peers").glob("*.json"))
+    if peers:
+        parts.append(peers_section(peers))
+    layers = sorted(p.relative_to(ROOT) for p in (ROOT / RESULTS / "per-layer").glob("*.md"))
+    if layers:
+        parts.append(per_layer_section(layers))
     texts = sorted(p.relative_to(ROOT) for p in (ROOT / RESULTS).glob("*.txt"))
     if texts:
         parts.append("## Per-task gap to PyTorch: `benchmarks/gap_table.py`\n\n" + "\n".join(text_section(p) for p in texts))

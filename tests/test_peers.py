@@ -51,4 +51,5 @@ def test_alone_times_each_column_in_its_own_process() -> None:
     for col in result.columns:
         assert col.status == "ok" and len(col.times) == 4, (col.name, col.reason, col.times)
     assert result.iters == 4 and result.settle == 0 and result.host["cpu"]
+    assert result.to_json()["protocol"] == "alone: each column in its own process, 2 rounds alternated, 2 calls each"
     assert result.speedup(result.column(bench.ORT)) == pytest.approx(result.column(bench.EAGER).median / result.column(bench.ORT).median)

@@ -123,6 +123,7 @@ class BenchResult:
     date: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     host: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    alone: int = 0  # rounds of ``run_alone`` (each column in its own process); 0: one process, interleaved
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -137,6 +138,8 @@ class BenchResult:
 
     @property
     def protocol(self) -> str:
+        if self.alone:
+            return f"alone: each column in its own process, {self.alone} rounds alternated, {self.iters // self.alone} calls each"
         return protocol(self.settle)
 
     def to_json(self) -> dict[str, Any]:
@@ -342,7 +345,7 @@ def run_alone(model: str, *, rounds: int = 3, command: str | None = None, **opti
                 doc = _child(model, {**options, "only": [name], "settle": 0, "cache_dir": cache_dir})
                 runs[name].append(next(c for c in doc["columns"] if c["name"] == name))
     result = _result_from_json(doc, [_merged(n, runs[n]) for n in names])
-    result.command, result.settle = command, 0
+    result.command, result.settle, result.alone = command, 0, rounds
     result.iters = options.get("iters", 30) * rounds
     return result
 
