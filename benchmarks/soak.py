@@ -2,9 +2,9 @@
 
 The server shape issue 23 found leaking: ``torch.compile(model, backend="tunebench")`` once, then
 every request as ``with apply_history_best(log): fast(x)`` (+12 MB and 7x the call time per
-request before the fix). Here: N block-wrapped calls (default 10,000) cycling over a handful of
-logs (by default two copies each of the shipped ResNet18 avx2 and avx512 logs: copies have equal
-content and must share one graph), then a phase with 8 threads doing the same. A log with no
+request before the fix, ResNet18 on the Intel emeraldrapids host). Here: N block-wrapped calls
+(default 10,000) cycling over a handful of logs (by default two copies each of the shipped ResNet18
+avx2 and avx512 logs: copies have equal content and must share one graph), then a phase with 8 threads doing the same. A log with no
 record usable on this host is left out, and said so: it would serve untuned code and prove nothing.
 
 Reported: RSS after warm-up, its peak over the single-thread phase and at the end of each phase;
