@@ -213,6 +213,19 @@ def text_section(path: Path) -> str:
     return f"### {path.stem}\n\n{note} (its name gives the host's LLVM CPU).\n\n```\n{(ROOT / path).read_text().rstrip()}\n```\n"
 
 
+def soak_section(path: Path, doc: dict[str, Any]) -> str:
+    """``benchmarks/soak.py``: a block per call for thousands of calls, then threads; RSS, pace, rebuilds."""
+    r = doc["result"]
+    single, threads, targets = r["single"], r["threads"], r["targets"]
+    phases = [("one thread, a block per call", single, r["warmup"]["rss_mb"], single["rss_end_mb"])]
+    phases.append((f"{threads['threads']} threads", threads, threads["rss_before_mb"], threads["rss_end_mb"]))
+    rows = [[name, str(p["calls"]), f"{p['calls_per_s']:.1f}", f"{before:.0f}", f"{end:.0f}"] for name, p, before, end in phases]
+    ok = ", ".join(f"{k} {v}" for k, v in targets.items())
+    intro = f"{r['model']} served as {r['served']}; targets: {ok}; rebuilds after warm-up: {r['after_single']}."
+    head = ["phase", "calls", "calls/s", "RSS before MB", "RSS end MB"]
+    return section(path, doc, "benchmarks/soak.py", {}, intro, head, rows)
+
+
 KINDS: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Path, dict[str, Any]], str]]] = [
     ("Benchmarks: `tunebench bench`", lambda d: "columns" in d, bench_section),
     ("Warm start: `benchmarks/warm_start.py`", lambda d: "medians" in d, warm_start_section),
@@ -221,6 +234,7 @@ KINDS: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Path, dict[st
     ("Cost model, held out: `benchmarks/cost_model_heldout.py`", lambda d: "rows" in d and "saved" in d["rows"][0], heldout_section),
     ("Cost model, warm against cold: `benchmarks/cost_model_warm_start.py`", lambda d: "warm" in d and "cold" in d, warm_cold_section),
     ("Tuning throughput: `benchmarks/trials_per_minute.py`", lambda d: "variants" in d, throughput_section),
+    ("Soak: `benchmarks/soak.py`", lambda d: "result" in d and "single" in d["result"], soak_section),
 ]
 
 
