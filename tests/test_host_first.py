@@ -53,12 +53,13 @@ def test_nearest_class_serves_where_no_record_was_timed_here(tiny_log: Path, fak
     log = _two_machines(tiny_log)
     fake_host("zen3")
     spec = tgt.resolve_target("avx2")
-    with pytest.warns(ForeignTimingsWarning, match=r"znver3 x2.*znver4 x2, rocketlake x2.*tunebench tune"):
+    served_by = r"timed on this kind of machine \(znver3 x2\); served by the nearest machines' timings \(znver4 x2\).*tunebench tune"
+    with pytest.warns(ForeignTimingsWarning, match=served_by):
         best = best_records(log, spec)
     assert best and {r.measured_class for r in best.values()} == {"znver4 x2"}, "the same vendor's timings, though the Intel ones look 3x faster"
-    fake_host("xeon")  # 3 cores: a class neither machine is, but Intel's is nearer
-    with pytest.warns(ForeignTimingsWarning):
-        best = best_records(log, tgt.resolve_target("avx2", 2))
+    fake_host("xeon")  # rocketlake with 3 cores: a class neither machine is (threads differ), but Intel's is nearer
+    with pytest.warns(ForeignTimingsWarning, match=r"\(rocketlake x3\)"):
+        best = best_records(log, tgt.resolve_target("avx2"))
     assert {r.measured_class for r in best.values()} == {"rocketlake x2"}
 
 
@@ -82,3 +83,26 @@ def test_carry_over_times_the_nearest_class_first(tiny_log: Path) -> None:
     classes = [r.measured_class for r in picked]
     assert classes == sorted(classes, key=lambda c: tgt.class_distance(c, "znver3 x2")), classes
     assert classes[0] == "znver4 x2"
+
+
+def test_the_other_vendors_avx512_records_serve_and_carry_over(tiny_log: Path, tmp_path: Path, fake_host: Callable[[str], Host]) -> None:
+    """On a Zen 4 the avx512 preset is ``znver4``; the shipped avx512 logs are Intel's ``skylake-avx512``.
+    Those records run here: they serve (ranked by where they were timed) and the search times them first."""
+    from tests.conftest import rewritten
+    from tunebench.choose import record_usable
+    from tunebench.search import load_priors
+
+    intel = read_log(rewritten(tiny_log, tmp_path / "intel.jsonl", target={"mcpu": "skylake-avx512"}))
+    fake_host("zen4")
+    spec = tgt.resolve_target("avx512")
+    assert spec.mcpu == "znver4"
+    ok = [r for r in intel.records if r.ok]
+    assert all(record_usable(r, spec) for r in ok)
+    assert not any(record_usable(r, tgt.resolve_target("avx2")) for r in ok), "another vector width: not evidence"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny log was timed on this machine, not on the faked Zen 4
+        assert set(best_records(intel, spec)) == {r.key for r in ok}
+    priors = load_priors(tmp_path / "intel.jsonl", spec, spec.measurement_class())
+    assert len(priors.sources) == len(ok) and not priors.local and not priors.counts, "transfer sources, never this target's trials"
+    fake_host("zen3")  # no AVX-512: Intel's avx512 records cannot run, so they are neither
+    assert not any(record_usable(r, tgt.resolve_target("avx512", check=False)) for r in ok)

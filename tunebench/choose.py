@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .records import PROTOCOLS, HistoryLog, Record
-from .target import PRESETS, TargetSpec, canonical, class_distance, preset_of, resolve_target, runnable
+from .target import PRESETS, TargetSpec, canonical, class_distance, preset_of, resolve_target, runnable, same_preset
 from .tasks import Task, conv_costs, extract_tasks, model_latency
 
 
@@ -26,9 +26,13 @@ class ForeignTimingsWarning(UserWarning):
 
 
 def record_usable(record: Record, target: TargetSpec, host_flags: frozenset[str] | None = None) -> bool:
-    """A record serves ``target`` if it was measured for the same CPU model (mcpu) and this host
-    can execute that ISA; a schedule timed under other codegen is no evidence of speed here."""
-    if record.target.get("kind") != "llvm" or str(record.target.get("mcpu", "")) != target.mcpu:
+    """A record serves ``target`` if this host can execute its code and it was measured for the same CPU
+    model (mcpu), or for the other mcpu of the same preset (``target.same_preset``: a Zen 4's ``avx512``
+    is ``znver4``, the shipped Intel records ``skylake-avx512``); a record this host can run is evidence,
+    ranked by where it was timed (``HistoryLog.best``). A schedule for another vector width is not."""
+    if record.target.get("kind") != "llvm":
+        return False
+    if str(record.target.get("mcpu", "")) != target.mcpu and not same_preset(record.target, target.config):
         return False
     return runnable(record.target, host_flags)
 

@@ -44,7 +44,7 @@ from . import records as rec
 from .errors import TunebenchError
 from .measure import import_tensor_intrinsics, make_builder, make_runner
 from .settings import MeasureConfig
-from .target import TargetSpec, class_distance, host_fingerprint, runnable
+from .target import TargetSpec, class_distance, host_fingerprint, runnable, same_preset
 from .target import identity as target_identity
 from .tasks import Task, model_latency
 from .traces import refitted, relatives, schedule_for
@@ -223,6 +223,8 @@ def load_priors(log_path: Path, target: TargetSpec, here: str, transfer_from: li
         if target_identity(r.target) == mine:
             priors.counts[r.key] = priors.counts.get(r.key, 0) + 1
             (priors.local if r.measured_class == here else priors.sources).append(r)
+        elif r.ok and same_preset(r.target, target.config) and runnable(r.target):
+            priors.sources.append(r)  # the preset's other mcpu (Intel's records on a Zen 4): timed here first, never a best
     for path in transfer_from or []:
         other = _runnable_records(path)
         priors.sources += other.records

@@ -312,6 +312,12 @@ def resolve_target(name: str | TargetSpec, num_cores: int | None = None, check: 
     return spec.check_runnable() if check else spec
 
 
+def same_preset(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two target dicts are one preset's two mcpus (``avx512``: Intel's ``skylake-avx512`` and AMD's
+    ``znver4``): the same vector width, so the same workloads and schedules, whichever vendor tuned them."""
+    return preset_of(a) == preset_of(b) in PRESETS
+
+
 def preset_of(config: dict[str, Any]) -> str:
     """The short name for a target dict as logs store it, for file names and tables."""
     mcpu = config.get("mcpu", "")
