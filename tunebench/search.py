@@ -121,7 +121,9 @@ class SearchState:
     budget: float  # trials this run may still spend: an int, or inf when only ``deadline`` stops the run
     started: float = math.nan  # default: ``now()`` at creation
     deadline: float = math.inf  # when ``timeout`` stops the run
-    now: Callable[[], float] = time.time  # the clock of the run's schedule and ETA (tests fake it)
+    # the clock of the run's schedule and ETA, looked up when the state is made: a test that fakes
+    # ``search.time`` fakes the deadline too (bound at import, it silently kept the real clock)
+    now: Callable[[], float] = field(default_factory=lambda: time.time)
     paces: dict[str, Pace] = field(default_factory=lambda: {TRANSFER: Pace(), SEARCH: Pace()})
     interrupted: bool = False
     stopped_by: str = ""
