@@ -42,12 +42,13 @@ def _cell(c: dict[str, Any]) -> str:
 
 def row(doc: dict[str, Any]) -> str:
     """One model's row: each column's median (p10-p90) ms, and the faster peer over tunebench."""
+    from tunebench.bench import faster_peer_over
+
     cols = {c["name"]: c for c in doc["columns"]}
-    peer = min((cols[n]["median_s"] for n in ("onnxruntime", "openvino") if cols.get(n, {}).get("status") == "ok"), default=None)
 
     def vs(name: str) -> str:
-        c = cols.get(name, {})
-        return f"{peer / c['median_s']:.2f}" if peer and c.get("status") == "ok" else "-"
+        ratio = faster_peer_over(doc["columns"], name)
+        return f"{ratio:.2f}" if ratio else "-"
 
     cells = " | ".join(_cell(cols.get(n, {})) for n in COLUMNS)
     return f"| {doc['model']} | {cells} | {vs('tunebench-tuned')} | {vs('tunebench-saved')} | {cols.get('tunebench-tuned', {}).get('coverage') or '-'} |"

@@ -109,14 +109,16 @@ def zoo_section(paths: list[Path]) -> str:
 
 def peers_section(paths: list[Path]) -> str:
     """``tunebench bench --peers`` files (``benchmarks/peers_table.py``): eager, the peers and tunebench, per model."""
+    sys.path.insert(0, str(ROOT))  # tunebench.bench imports only the standard library at its top
+    from tunebench.bench import faster_peer_over
+
     names = ("eager", "onnxruntime", "openvino", "tunebench-tuned", "tunebench-saved")
     rows, commands = [], []
     for path in paths:
         doc = json.loads((ROOT / path).read_text())
         cols = {c["name"]: c for c in doc["columns"]}
-        peer = min((cols[n]["median_s"] for n in ("onnxruntime", "openvino") if cols.get(n, {}).get("status") == "ok"), default=None)
-        tuned = cols.get("tunebench-tuned", {})
-        vs = f"{peer / tuned['median_s']:.2f}" if peer and tuned.get("status") == "ok" else "-"
+        ratio = faster_peer_over(doc["columns"])
+        vs = f"{ratio:.2f}" if ratio else "-"
         cells = [f"{ms(c['median_s'])} ({ms(c['p10_s'])}-{ms(c['p90_s'])})" if c.get("status") == "ok" else "-" for c in (cols.get(n, {}) for n in names)]
         rows.append([path.stem, *cells, vs, host(doc), doc["date"][:10]])
         commands.append(f"- [`{path.name}`]({UP}{path}): `{doc['command']}`; {doc.get('protocol', '')}")

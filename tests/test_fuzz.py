@@ -106,16 +106,21 @@ def _claims_newer(line: bytes) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > rec.FORMAT_VERSION
 
 
-def test_a_damaged_plain_log_keeps_every_valid_line(tmp_path: Path) -> None:
+def fuzz_reading(logs: st.SearchStrategy[tuple[bytes, set[str], list[bytes]]], path: Path) -> None:
+    """Write each drawn log to ``path`` and check what reading it keeps (``read_checked``)."""
+
     @FUZZ
-    @given(plain_logs())
+    @given(logs)
     def check(example: tuple[bytes, set[str], list[bytes]]) -> None:
         data, kept, damage = example
-        path = tmp_path / "fuzz.jsonl"
         path.write_bytes(data)
         read_checked(path, kept, damage)
 
     check()
+
+
+def test_a_damaged_plain_log_keeps_every_valid_line(tmp_path: Path) -> None:
+    fuzz_reading(plain_logs(), tmp_path / "fuzz.jsonl")
 
 
 @st.composite
@@ -143,15 +148,7 @@ def compressed_logs(draw: st.DrawFn) -> tuple[bytes, set[str], list[bytes]]:
 
 
 def test_a_damaged_compressed_log_keeps_every_whole_batch(tmp_path: Path) -> None:
-    @FUZZ
-    @given(compressed_logs())
-    def check(example: tuple[bytes, set[str], list[bytes]]) -> None:
-        data, kept, damage = example
-        path = tmp_path / "fuzz.jsonl.gz"
-        path.write_bytes(data)
-        read_checked(path, kept, damage)
-
-    check()
+    fuzz_reading(compressed_logs(), tmp_path / "fuzz.jsonl.gz")
 
 
 def test_appending_behind_a_damaged_batch_keeps_the_batches_after_it(tmp_path: Path) -> None:

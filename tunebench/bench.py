@@ -351,12 +351,10 @@ def run_alone(model: str, *, rounds: int = 3, command: str | None = None, **opti
 
 
 def _alone_columns(options: dict[str, Any]) -> list[str]:
-    """The columns ``run_alone`` starts a process for, in table order."""
-    want = {EAGER: True, INDUCTOR: options.get("inductor", True), UNTUNED: options.get("untuned") is True, TUNED: options.get("log") is not None}
-    want |= {WHOLE: options.get("whole_model", False), SAVED: options.get("saved", False)}
-    want |= {ORT: options.get("peers", False), OPENVINO: options.get("peers", False)}
-    only = options.pop("only", None)
-    return [n for n, on in want.items() if on and (only is None or n in only)]
+    """The columns ``run_alone`` starts a process for, in table order: what ``run_bench`` would time
+    with these options (``_Picks.timed``), each child then asked for its one column."""
+    asked = {f.name: options[f.name] for f in dataclasses.fields(_Picks) if f.name in options and f.name != "only"}
+    return _Picks(**asked, only=_only(options.pop("only", None))).timed(has_log=options.get("log") is not None)
 
 
 def _child(model: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -499,6 +497,13 @@ class _Picks:
 
     def wants(self, name: str) -> bool:
         return self.only is None or name in self.only
+
+    def timed(self, has_log: bool) -> list[str]:
+        """The columns a run would time, in table order (an implicit untuned column is not: with a
+        log it is skipped, so ``run_alone`` starts no process for it)."""
+        on = {EAGER: True, INDUCTOR: self.inductor, UNTUNED: self.untuned is True, TUNED: has_log, WHOLE: self.whole_model, SAVED: self.saved}
+        on |= {ORT: self.peers, OPENVINO: self.peers}
+        return [n for n, yes in on.items() if yes and self.wants(n)]
 
 
 def _not_asked(name: str) -> Column:
@@ -831,9 +836,16 @@ def table(result: BenchResult) -> Any:
 
 def peer_ratio(result: BenchResult, column: str = TUNED) -> float | None:
     """Faster peer's median / ``column``'s median (above 1: tunebench beats both peers), None without both."""
-    col = result.column(column) if any(c.name == column for c in result.columns) else None
-    peer = min((c.median for c in result.columns if c.name in (ORT, OPENVINO) and c.median), default=None)
-    return peer / col.median if col is not None and col.median and peer else None
+    return faster_peer_over(result.to_json()["columns"], column)
+
+
+def faster_peer_over(columns: list[dict[str, Any]], column: str = TUNED) -> float | None:
+    """The same ratio from a bench JSON file's ``columns``: one rule for the table's caption, the zoo
+    table (``benchmarks/peers_table.py``) and the results page, which read it from the files. Only
+    columns that ran ("ok") count; None without such a peer or ``column``."""
+    ok = {c["name"]: c["median_s"] for c in columns if c.get("status") == "ok" and c.get("median_s")}
+    peer = min((ok[n] for n in (ORT, OPENVINO) if n in ok), default=None)
+    return peer / ok[column] if peer and column in ok else None
 
 
 def _fmt(value: float | None, spec: str) -> str:
