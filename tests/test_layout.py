@@ -56,7 +56,7 @@ def test_the_lowering_the_log_measured_fastest_is_served() -> None:
     blocked = api.lower_model(TINY, "avx2", layout="blocked")
     spec = nchw.target
 
-    def pick(log: HistoryLog) -> choose.Lowering:
+    def pick(log: HistoryLog) -> choose.LoweringChoice:
         return choose.choose_lowering(nchw.source, nchw.relax_mod, "nchw", spec, log, choose.best_records(log, spec, warn=False))
 
     both = _log(nchw.tasks, 2e-3, "cold")  # the stem conv's task is the same workload in both

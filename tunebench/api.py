@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .target import TargetSpec, identity, resolve_target
+from .target import TargetSpec, resolve_target
 
 LOG_DIR = Path("tuning_logs")
 
@@ -245,7 +245,7 @@ def default_log_path(model: str, target: TargetSpec) -> Path:
     stem = model.rsplit(":", 1)[-1] if ":" in model else model
     name = target.name
     if name == "custom":
-        name += "-" + hashlib.sha256(identity(target.config).encode()).hexdigest()[:8]
+        name += "-" + hashlib.sha256(target.identity.encode()).hexdigest()[:8]
     plain = LOG_DIR / f"{stem}-{name}.jsonl"
     return plain if plain.exists() else plain.with_name(plain.name + ".gz")
 

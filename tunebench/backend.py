@@ -30,7 +30,6 @@ PyTorch (untuned TVM kernels are naive), with one warning giving the coverage;
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -40,8 +39,8 @@ from typing import Any
 
 import torch
 
-from . import plan
-from .cache import CACHE, STATS, Entry, code_version
+from . import keys, plan
+from .cache import CACHE, STATS, Entry
 from .context import ServingConfig, current, in_block, make_config
 from .errors import TunebenchError
 from .partition import Partition, partition, static_inputs
@@ -72,7 +71,7 @@ class SubgraphInfo:
     tasks: int
     applied: list[str] = field(default_factory=list)  # workload keys with a record applied
     reason: str = ""
-    lowering: str = ""  # choose.Lowering as text: the conv layout (and Winograd shapes) chosen from the log
+    lowering: str = ""  # choose.LoweringChoice as text: the conv layout (and Winograd shapes) chosen from the log
     flop: float = 0.0  # FLOP per call of its tasks
     transferred: list[str] = field(default_factory=list)  # of ``applied``: a stand-in's schedule, refitted (choose.stand_ins)
     cache_key: str = ""  # its compile-cache entry
@@ -166,16 +165,9 @@ def _build_lock() -> Any:
 
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
     """Graph code, weights (by content), input shapes/dtypes, target, records, versions and tunebench's own code."""
-    import tvm
-
-    h = hashlib.sha256(sub.code.encode())
-    for j in sorted(bound):
-        t = bound[j].detach()
-        h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
-        h.update(plan.tensor_bytes(t))
-    h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
-    h.update(f"|{cfg.build_text}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
-    return h.hexdigest()
+    weights = keys.weights_digest((f"{j}:{tuple(bound[j].shape)}:{bound[j].dtype}", bound[j]) for j in sorted(bound))
+    inputs = repr([(tuple(x.shape), str(x.dtype)) for x in examples])
+    return keys.key("build", sub.code, inputs, cfg.build_text, weights)
 
 
 def _lower_and_build(part: Partition, cfg: ServingConfig) -> Entry:

@@ -26,6 +26,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from .errors import TunebenchError
+from .files import sync_folder, temp_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -116,15 +117,17 @@ def check_destination(path: str | os.PathLike[str]) -> None:
 def _write(folder: Path, library: Path, manifest: Manifest) -> None:
     """Fill a temp folder, then swap it in by renames: a crash never leaves half an artifact at
     ``folder`` (at worst the old one under a hidden ``.old`` name beside it)."""
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    tmp = temp_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(library, tmp / LIBRARY)
     (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1) + "\n")
-    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    sync_folder(tmp)  # its two files' names reach the disk before the folder is swapped in
+    old = temp_path(folder, "old")
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
+    sync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -219,7 +219,7 @@ class Priors:
 def load_priors(log_path: Path, target: TargetSpec, here: str, transfer_from: list[str | Path] | None = None) -> Priors:
     """Split the log's records for ``target`` into this machine's and the rest; add ``--from`` logs' runnable records."""
     log = rec.read_log(log_path) if log_path.exists() else rec.HistoryLog()
-    mine = target_identity(target.config)
+    mine = target.identity
     priors = Priors(workloads=dict(log.workloads), here=here)
     for r in log.records:
         if target_identity(r.target) == mine:
