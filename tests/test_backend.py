@@ -21,9 +21,9 @@ import tunebench
 from models._init import seeded_init
 from models.mobilenet import MobileNetV2
 from tests.conftest import HOSTS, Host, rewritten
-from tunebench import backend, cache
-from tunebench.choose import ForeignRecordWarning
-from tunebench.records import read_log, unusable_reason
+from tunebench.logs.records import read_log, unusable_reason
+from tunebench.serve import backend, cache
+from tunebench.serve.choose import ForeignRecordWarning
 from tunebench.target import TargetSpec
 from tunebench.zoo import get_model
 
@@ -200,7 +200,7 @@ from tiny import tiny_conv
 model, (x,) = tiny_conv()
 with torch.no_grad():
     out = torch.compile(model, backend="tunebench", options={{"fallback": "never"}})(x)  # entry point: no tunebench import
-from tunebench.cache import STATS
+from tunebench.serve.cache import STATS
 counts = {{name: getattr(STATS, name) for name in ("compiles", "disk_hits", "tvm_runs", "plan_hits")}}
 print(json.dumps({{**counts, "out": out.flatten().tolist()}}))
 """

@@ -12,10 +12,10 @@ import pytest
 
 from tests.conftest import Host
 from tunebench import target as tgt
-from tunebench.choose import ForeignTimingsWarning, best_records
-from tunebench.records import HistoryLog, Record, read_log
-from tunebench.search import CARRY_OVER, Priors, _carry_over
-from tunebench.tasks import Task
+from tunebench.logs.records import HistoryLog, Record, read_log
+from tunebench.lowering.tasks import Task
+from tunebench.search.driver import CARRY_OVER, Priors, _carry_over
+from tunebench.serve.choose import ForeignTimingsWarning, best_records
 
 WIDEST = [("zen3", "avx2", "core-avx2"), ("haswell", "avx2", "core-avx2"), ("zen4", "avx512", "znver4"), ("xeon", "avx512", "skylake-avx512")]
 
@@ -89,8 +89,8 @@ def test_the_other_vendors_avx512_records_serve_and_carry_over(tiny_log: Path, t
     """On a Zen 4 the avx512 preset is ``znver4``; the shipped avx512 logs are Intel's ``skylake-avx512``.
     Those records run here: they serve (ranked by where they were timed) and the search times them first."""
     from tests.conftest import rewritten
-    from tunebench.records import unusable_reason
-    from tunebench.search import load_priors
+    from tunebench.logs.records import unusable_reason
+    from tunebench.search.driver import load_priors
 
     intel = read_log(rewritten(tiny_log, tmp_path / "intel.jsonl", target={"mcpu": "skylake-avx512"}))
     fake_host("zen4")

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, HOSTS, PATIENT, TINY, Host
-from tunebench import api, build, choose, layout, runtime, target
+from tunebench import api, target
 from tunebench.errors import TunebenchError
-from tunebench.records import HistoryLog, Record, WorkloadEntry, read_log
+from tunebench.logs.records import HistoryLog, Record, WorkloadEntry, read_log
+from tunebench.lowering import layout
+from tunebench.serve import build, choose, runtime
 from tunebench.target import resolve_target
 
 TARGET = {"kind": "llvm", "mcpu": "core-avx2", "num-cores": 2}

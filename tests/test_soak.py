@@ -16,8 +16,8 @@ import torch
 
 import tunebench
 from tests.conftest import rewritten
-from tunebench import backend, cache, keys
-from tunebench.context import activate, make_config
+from tunebench.serve import backend, cache, keys
+from tunebench.serve.context import activate, make_config
 from tunebench.zoo import get_model
 
 ROOT = Path(__file__).resolve().parents[1]

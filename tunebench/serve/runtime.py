@@ -93,7 +93,7 @@ class TvmSubgraph(torch.nn.Module):
 
 
 class PlannedGraph(torch.nn.Module):
-    """A graph served as its plan says (``tunebench.plan``): one TVM subgraph called on the graph's
+    """A graph served as its plan says (``tunebench.serve.plan``): one TVM subgraph called on the graph's
     inputs, its outputs returned in the graph's order."""
 
     def __init__(self, sub: TvmSubgraph, outputs: list[int]) -> None:

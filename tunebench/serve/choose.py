@@ -12,9 +12,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import PROTOCOLS, HistoryLog, Record, unusable_reason
-from .target import PRESETS, TargetSpec, class_distance, identity, preset_of, resolve_target, runnable
-from .tasks import Task, conv_costs, extract_tasks, model_latency
+from ..logs.records import PROTOCOLS, HistoryLog, Record, unusable_reason
+from ..lowering.tasks import Task, conv_costs, extract_tasks, model_latency
+from ..target import PRESETS, TargetSpec, class_distance, identity, preset_of, resolve_target, runnable
 
 
 class ForeignRecordWarning(UserWarning):
@@ -124,8 +124,8 @@ def choose_lowering(
     throughout, and one resting on any warm record to one timed cold throughout (latencies of two
     machines, or two protocols, are not comparable). ``given`` is kept when no candidate is fully covered.
     """
-    from .frontend import optimize
-    from .layout import in_log
+    from ..lowering.frontend import optimize
+    from ..lowering.layout import in_log
 
     if log is None or not log.records:
         return LoweringChoice(given, given_layout)
@@ -169,7 +169,7 @@ def stand_ins(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> di
     same op sequence at other extents (``traces.op_signature``: another batch size or conv shape),
     most alike first (``traces.relatives``); ``traces.refitted`` carries their schedules over, and a
     caller tries them in order until one applies."""
-    from .traces import relatives
+    from ..logs.traces import relatives
 
     known = {k: log.workloads[k] for k in best if k in log.workloads}
     out = {}
@@ -189,8 +189,8 @@ def winograd_shapes(source: Any, direct: Any, target: TargetSpec, log: HistoryLo
     direct task without a record counts as infinitely slow), all timed under one protocol (a warm
     time never beats a cold one). Returns the shapes lowered as Winograd and the module.
     """
-    from .frontend import optimize
-    from .winograd import in_log, signatures
+    from ..lowering.frontend import optimize
+    from ..lowering.winograd import in_log, signatures
 
     if not in_log(log):
         return [], direct

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
-from .files import atomic_write, locked
-from .target import TargetSpec, measurement_class, missing_flags, same_preset
+from ..errors import TunebenchError
+from ..files import atomic_write, locked
+from ..target import TargetSpec, measurement_class, missing_flags, same_preset
 
 FORMAT_VERSION = 1
 LOG_SUFFIXES = (".jsonl", ".jsonl.gz")  # plain, or gzip (one member per appended batch): about 30x smaller, for shipping
@@ -230,7 +230,7 @@ class HistoryLog:
         Where it has none, the nearest class's best wins (``target.class_distance``: same vendor,
         then same vector width): on an AMD Zen 3, a Zen 4's best before an Intel Xeon's.
         """
-        from .target import class_distance
+        from ..target import class_distance
 
         def rank(r: Record) -> tuple[int, ...]:
             return (*(class_distance(r.measured_class, here) if here is not None else ()), *r.rank)

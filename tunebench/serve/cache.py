@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write, locked
+from ..files import atomic_write, locked
 
 CACHE_VERSION = 3  # 2: entries say how the subgraph was lowered and its task FLOP; 3: which tasks got a stand-in's schedule
 MB = 2**20  # the MB of TUNEBENCH_CACHE_MAX_MB and of `tunebench cache show`
@@ -67,9 +67,15 @@ def code_version() -> str:
     lowers, fuses and schedules (a GELU lowered another way is another kernel), and a cached
     library from older code must not be served as if the new code had built it."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name, path in source_files():
+        h.update(name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def source_files() -> list[tuple[str, Path]]:
+    """Every ``.py`` file of tunebench, every stage's, by its path in the package (what ``code_version`` hashes)."""
+    root = Path(__file__).parent.parent
+    return [(path.relative_to(root).as_posix(), path) for path in sorted(root.rglob("*.py"))]
 
 
 class CacheWarning(UserWarning):
@@ -78,13 +84,13 @@ class CacheWarning(UserWarning):
 
 @dataclass
 class CacheStats:
-    """Counters tests and users read to see what the cache did (``tunebench.cache.STATS``)."""
+    """Counters tests and users read to see what the cache did (``tunebench.serve.cache.STATS``)."""
 
     compiles: int = 0  # subgraphs lowered (and built, if they run in TVM)
     memory_hits: int = 0
     disk_hits: int = 0
     tvm_runs: int = 0  # calls into a compiled TVM subgraph
-    plan_hits: int = 0  # graphs served by a remembered split (``tunebench.plan``), not exported and partitioned again
+    plan_hits: int = 0  # graphs served by a remembered split (``tunebench.serve.plan``), not exported and partitioned again
 
     def reset(self) -> None:
         self.compiles = self.memory_hits = self.disk_hits = self.tvm_runs = self.plan_hits = 0

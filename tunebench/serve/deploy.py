@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from .errors import TunebenchError
-from .files import sync_folder, temp_path
+from ..errors import TunebenchError
+from ..files import sync_folder, temp_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -52,10 +52,10 @@ class Manifest:
 def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os.PathLike[str], **options: Any) -> Manifest:
     """Compile ``model`` for ``example_inputs`` ahead of time (``tunebench.compile``, same options and
     active ``apply_history_best`` block) and write its artifact to the folder ``path``."""
+    from ..target import required_flags
     from .backend import compile, served
     from .cache import library_file
     from .plan import of_split
-    from .target import required_flags
 
     check_destination(path)
     graph = compile(model, *example_inputs, **options).last
@@ -100,7 +100,7 @@ def _tvm_version() -> str:
 def check_destination(path: str | os.PathLike[str]) -> None:
     """Refuse, before any work, a folder ``save`` may not replace: anything but nothing, an empty folder
     or a readable tunebench artifact (a web app's ``manifest.json`` is not one), or one it cannot write."""
-    from .preflight import writable
+    from ..preflight import writable
 
     folder = writable(path, "artifact folder", folder=True)
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -222,7 +222,7 @@ def load(path: str | os.PathLike[str], num_threads: int | None = None) -> Deploy
 
     ``num_threads``: TVM's threads per call (default: ``torch.get_num_threads()``).
     """
-    from .target import cpu_model, lacking
+    from ..target import cpu_model, lacking
 
     manifest = read_manifest(path)
     missing = lacking(manifest.needs)

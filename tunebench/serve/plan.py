@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
+from ..files import atomic_write
 from . import keys
 from .cache import default_cache_dir, owned_name
-from .files import atomic_write
 
 PLAN_VERSION = 1
 

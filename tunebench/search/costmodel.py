@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write
+from ..files import atomic_write
 
 MAX_PER_GROUP = 256
 SUFFIX = ".costmodel.npz"

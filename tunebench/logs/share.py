@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
-from .files import locked
+from ..errors import TunebenchError
+from ..files import locked
+from ..target import canonical, preset_of, resolve_target
+from ..target import identity as target_identity
 from .records import HistoryLog, Record, WorkloadEntry, log_files, read_log, tvm_version, unusable_reason, write_log_atomic
-from .target import canonical, preset_of, resolve_target
-from .target import identity as target_identity
 
 
 def _not_usable_here(record: Record) -> str:
@@ -130,7 +130,7 @@ def log_targets(log: HistoryLog) -> list[str]:
 def model_totals(model: str, log: HistoryLog, config: str, lowerings: list[tuple[str, list[Any]]]) -> list[ModelTotal]:
     """``model``'s estimated latency under target ``config`` (one of ``log_targets``), one total per
     lowering (name, its tasks): weight x the best record this machine would serve, per task."""
-    from .tasks import model_latency
+    from ..lowering.tasks import model_latency
 
     spec = resolve_target(json.dumps(json.loads(config)), check=False)
     mine = [r for r in log.records if target_identity(r.target) == config]

@@ -1,13 +1,13 @@
 """Serving: the ``tunebench`` torch.compile backend and ``tunebench.compile`` (ahead of time).
 
-As torch_tvm did, a captured graph is split (``tunebench.partition``, which ``tunebench tune``
+As torch_tvm did, a captured graph is split (``tunebench.lowering.partition``, which ``tunebench tune``
 partitions with too): operators the Relax torch frontend converts form TVM subgraphs, everything
 else stays in PyTorch, so a model with one unsupported op still runs.
 
 Each distinct call signature (input shapes and dtypes, the weights' storage, plus the active
 ``ServingConfig``, by content: its ``token``) gets its own specialized graph: exported to core ATen,
 partitioned with torch.fx's ``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache; a graph wholly in
-one TVM subgraph is remembered (``tunebench.plan``), and the next process skips straight to the cache. Parameters and
+one TVM subgraph is remembered (``tunebench.serve.plan``), and the next process skips straight to the cache. Parameters and
 buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
 tune``). Weights changed after compiling are caught by their version counters (``load_state_dict``,
 in-place updates under ``no_grad``): the graph is rebuilt under the config it was built with, with a
@@ -39,12 +39,12 @@ from typing import Any
 
 import torch
 
+from ..errors import TunebenchError
+from ..lowering.partition import Partition, partition, static_inputs
+from ..lowering.partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
 from . import keys, plan
 from .cache import CACHE, STATS, Entry
 from .context import ServingConfig, current, in_block, make_config
-from .errors import TunebenchError
-from .partition import Partition, partition, static_inputs
-from .partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
 from .runtime import PlannedGraph, TvmSubgraph
 
 OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
@@ -173,7 +173,7 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
 def _lower_and_build(part: Partition, cfg: ServingConfig) -> Entry:
     import tvm
 
-    from . import frontend
+    from ..lowering import frontend
     from .build import apply_records, build
     from .choose import choose_lowering
 
