@@ -23,9 +23,9 @@ from typing import Any
 
 def _compiled(model: str, log: Path) -> tuple[Any, str]:
     from tunebench.api import lower_model
-    from tunebench.build import compile_model
-    from tunebench.choose import target_for_log
-    from tunebench.records import read_log
+    from tunebench.logs.records import read_log
+    from tunebench.serve.build import compile_model
+    from tunebench.serve.choose import target_for_log
 
     history = read_log(log, warn=False)
     lowered = lower_model(model, target_for_log(history), layout="blocked")
@@ -36,7 +36,7 @@ def _compiled(model: str, log: Path) -> tuple[Any, str]:
 def main() -> None:
     import torch
 
-    from tunebench.bench import set_threads
+    from tunebench.bench.bench import set_threads
     from tunebench.target import host_fingerprint, physical_cores
     from tunebench.zoo import get_model
 

@@ -34,9 +34,9 @@ def _scores(model: Any, entry: Any, records: list[Any]) -> list[float]:
 def main() -> None:
     from tvm.s_tir import meta_schedule as ms
 
-    from tunebench import costmodel
-    from tunebench.records import read_log
-    from tunebench.search import spearman
+    from tunebench.logs.records import read_log
+    from tunebench.search import costmodel
+    from tunebench.search.driver import spearman
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("eval_log", type=Path)

@@ -29,7 +29,7 @@ print(json.dumps({"cost_model": state.cost_model, "predictions": state.predictio
 
 
 def run(model: str, target: str, log: Path, more: int, warm: bool, transfer_from: list[str]) -> dict:
-    from tunebench.costmodel import model_path
+    from tunebench.search.costmodel import model_path
 
     work = Path(tempfile.mkdtemp(prefix="warm-" if warm else "cold-"))
     copy = work / log.name

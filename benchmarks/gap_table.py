@@ -25,8 +25,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tunebench import api, records
-from tunebench.choose import best_records
+from tunebench import api
+from tunebench.logs import records
+from tunebench.serve.choose import best_records
 
 
 def task_conv_key(task: object) -> tuple[tuple[int, ...], tuple[int, ...]] | None:

@@ -4,7 +4,7 @@
 
 TVM side: the model saved with the log's records (``tunebench.save``, what a deployment serves) and
 loaded on TVM's VM; ``VirtualMachine.set_instrument`` times every packed call (kernels and VM
-builtins). ONNX Runtime side: the model's ONNX export (``tunebench.peers``) with
+builtins). ONNX Runtime side: the model's ONNX export (``tunebench.bench.peers``) with
 ``SessionOptions.enable_profiling``; its ``*_kernel_time`` node events. Both with the same threads,
 each alone in this process (TVM first, then ONNX Runtime), ``--runs`` calls after warm-up, medians.
 
@@ -115,7 +115,7 @@ def _classify_tvm(name: str, args: tuple[Any, ...]) -> Kernel:
 
 def ort_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) -> tuple[list[Kernel], list[float]]:
     """Per node of ONNX Runtime's optimized graph, in run order: its kernel time; and whole-call times."""
-    from tunebench import peers
+    from tunebench.bench import peers
 
     workdir = Path(tempfile.mkdtemp(prefix="per-layer-ort-"))
     path = peers.export_onnx(model, inputs, workdir / "model.onnx")
@@ -216,12 +216,12 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the output files (e.g. before, after)")
     args = parser.parse_args()
 
-    from tunebench.bench import set_threads
+    from tunebench.bench.bench import set_threads
     from tunebench.target import host_fingerprint, physical_cores
     from tunebench.zoo import get_model
 
     threads = args.threads or physical_cores()
-    set_threads(threads)  # torch imported after tunebench, which bounds libgomp's spinning (tunebench.spin)
+    set_threads(threads)  # torch imported after tunebench, which bounds libgomp's spinning (tunebench.serve.spin)
     import torch
     model, inputs = get_model(args.model)
     with torch.no_grad():

@@ -202,7 +202,7 @@ def warm_cold_section(path: Path, doc: dict[str, Any]) -> str:
 
 
 def throughput_section(path: Path, doc: dict[str, Any]) -> str:
-    """``benchmarks/trials_per_minute.py``: MetaSchedule as shipped against tunebench.search."""
+    """``benchmarks/trials_per_minute.py``: MetaSchedule as shipped against tunebench.search.driver."""
     rows = [[name, f"{v['trials_per_min']:.1f}", f"{v['seconds']:.0f}"] for name, v in doc["variants"].items()]
     held = {"model": f"`{doc['model']}`", "trials": doc["trials"], "rounds": doc["rounds"]}
     head = ["variant", "trials/min (median)", f"seconds per {doc['trials']} trials (median)"]

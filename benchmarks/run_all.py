@@ -40,8 +40,8 @@ def run(args: tuple[str, ...], dry_run: bool) -> None:
 def unrunnable(log: Path) -> str:
     """Why this host cannot serve ``log``'s records ('' if it can): the choice ``bench`` and ``plot``
     make themselves (``choose.target_for_log``), which only picks a target whose ISA this CPU has."""
-    from tunebench.choose import target_for_log
-    from tunebench.records import read_log
+    from tunebench.logs.records import read_log
+    from tunebench.serve.choose import target_for_log
     from tunebench.target import TargetSpec
 
     if not log.exists():

@@ -53,7 +53,7 @@ def summary(samples: list[float]) -> dict[str, float]:
 def usable_logs(paths: list[Path], copies: int, folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
     """The logs to cycle over, grouped by config content (``token``): ``copies`` copies of each log
     with a record usable here; and why the others were left out."""
-    from tunebench.context import make_config
+    from tunebench.serve.context import make_config
 
     groups: dict[str, list[Path]] = {}
     skipped = []
@@ -127,7 +127,7 @@ def counters() -> dict[str, int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from tunebench import backend
+    from tunebench.serve import backend
     from tunebench.zoo import get_model
 
     if args.cache_dir:

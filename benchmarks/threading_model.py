@@ -38,7 +38,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 def child(model_name: str, log: str, rounds: int, calls: int, torch_first: bool) -> dict[str, Any]:
     """Run in the process whose environment carries the policy: time the blocks, return their stats.
-    tunebench is imported first (so it can bound libgomp's spinning, ``tunebench.spin``) unless ``torch_first``."""
+    tunebench is imported first (so it can bound libgomp's spinning, ``tunebench.serve.spin``) unless ``torch_first``."""
     import importlib
 
     for name in ("torch", "tunebench") if torch_first else ("tunebench", "torch"):  # torch loads libgomp
@@ -46,8 +46,8 @@ def child(model_name: str, log: str, rounds: int, calls: int, torch_first: bool)
     import torch
 
     import tunebench
-    from tunebench import backend
-    from tunebench.spin import openmp_spin
+    from tunebench.serve import backend
+    from tunebench.serve.spin import openmp_spin
     from tunebench.zoo import get_model
 
     model, (x,) = get_model(model_name)

@@ -4,7 +4,7 @@
 
 "before" is MetaSchedule as shipped: ``ms.tune_tasks`` with its C++ task scheduler, stock
 ``LocalBuilder`` (a new process pool per batch), ``LocalRunner``, JSON database and default
-evolutionary search. "after" is ``tunebench.search.tune_tasks`` (persistent builder pool, fast
+evolutionary search. "after" is ``tunebench.search.driver.tune_tasks`` (persistent builder pool, fast
 tensor-intrinsic import, population scaled to the budget, per-batch log appends). Each run is a
 fresh process (one-time import costs count, as they do for a user), both tune the two-conv test
 model with the same trial budget and batch size, alternating so that machine drift hits both.
@@ -49,7 +49,7 @@ def run_variant(variant: str, trials: int, work_dir: str) -> dict[str, float]:
         )
         measured = len(db.get_all_tuning_records())
     else:
-        from tunebench.search import tune_tasks
+        from tunebench.search.driver import tune_tasks
 
         state = tune_tasks(lowered.tasks, lowered.target, Path(work_dir) / "log.jsonl", trials=trials, trials_per_task=batch)
         measured = state.new_trials

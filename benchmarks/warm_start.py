@@ -47,7 +47,7 @@ with tunebench.apply_history_best({log!r}):
         fast(x)
 t5 = time.perf_counter()
 t_exec = time.time() - {spawned}
-from tunebench.cache import STATS
+from tunebench.serve.cache import STATS
 import json
 print(json.dumps({{"import torch": t1 - t0, "import tunebench + tvm": t2 - t1, "model": t3 - t2, "apply_history_best": t4 - t3,
                   "compile + first call": t5 - t4, "in script": t5 - t0, "from exec": t_exec, "plan_hits": STATS.plan_hits, "compiles": STATS.compiles}}))

@@ -32,7 +32,7 @@ GAP_S = 600.0
 
 def tuning_cost(log: Path) -> tuple[int, float]:
     """Trials in ``log`` and the minutes of tuning they took (see module docstring)."""
-    from tunebench.records import read_log
+    from tunebench.logs.records import read_log
 
     records = read_log(log, warn=False).records
     times = sorted({r.time for r in records})

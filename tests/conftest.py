@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tunebench.settings import MeasureConfig
+from tunebench.search.settings import MeasureConfig
 
 TINY = "tests/fixtures/tiny.py:tiny_conv"
 # Generous timeouts: on a loaded 2-core machine a fresh build worker alone can take 30 s to import TVM,
@@ -30,8 +30,8 @@ PATIENT = MeasureConfig(build_timeout=300, run_timeout=60)
 @pytest.fixture(scope="session", autouse=True)
 def shared_measurement_pools() -> Iterator[None]:
     """Every search in the session reuses one builder's and one runner's worker processes: starting
-    them was most of each short search's time (``tunebench.measure.shared_pools``)."""
-    from tunebench.measure import shared_pools
+    them was most of each short search's time (``tunebench.search.measure.shared_pools``)."""
+    from tunebench.search.measure import shared_pools
 
     with shared_pools():
         yield
@@ -41,7 +41,7 @@ def shared_measurement_pools() -> Iterator[None]:
 def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 trials on each of tiny_conv's 2 tasks (NCHW layout), every task with at least one successful record."""
     from tunebench import api
-    from tunebench.records import read_log
+    from tunebench.logs.records import read_log
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.jsonl"
     state = api.tune(TINY, "avx2", log=path, trials=8, trials_per_task=4, layout="nchw", measure=PATIENT)
@@ -57,7 +57,7 @@ def fresh_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     import tunebench
-    from tunebench import cache
+    from tunebench.serve import cache
 
     monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
     torch._dynamo.reset()
@@ -111,8 +111,8 @@ def fake_host(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Host]:
     import tunebench.target as target
 
     # Import every tunebench module first: one first imported under the fake would keep it after the test.
-    for info in pkgutil.iter_modules(tunebench.__path__):
-        importlib.import_module(f"tunebench.{info.name}")
+    for info in pkgutil.walk_packages(tunebench.__path__, "tunebench."):  # the stage packages' modules too
+        importlib.import_module(info.name)
 
     def fake(name: str) -> Host:
         host = HOSTS[name]

@@ -21,9 +21,9 @@ import tunebench
 from models._init import seeded_init
 from models.mobilenet import MobileNetV2
 from tests.conftest import HOSTS, Host, rewritten
-from tunebench import backend, cache
-from tunebench.choose import ForeignRecordWarning, record_usable
-from tunebench.records import read_log
+from tunebench.logs.records import read_log, unusable_reason
+from tunebench.serve import backend, cache
+from tunebench.serve.choose import ForeignRecordWarning
 from tunebench.target import TargetSpec
 from tunebench.zoo import get_model
 
@@ -200,7 +200,7 @@ from tiny import tiny_conv
 model, (x,) = tiny_conv()
 with torch.no_grad():
     out = torch.compile(model, backend="tunebench", options={{"fallback": "never"}})(x)  # entry point: no tunebench import
-from tunebench.cache import STATS
+from tunebench.serve.cache import STATS
 counts = {{name: getattr(STATS, name) for name in ("compiles", "disk_hits", "tvm_runs", "plan_hits")}}
 print(json.dumps({{**counts, "out": out.flatten().tolist()}}))
 """
@@ -290,8 +290,8 @@ def test_foreign_isa_records_are_skipped(tiny_log: Path, tmp_path: Path, fake_ho
     foreign = rewritten(tiny_log, tmp_path / "foreign.jsonl", target={"mcpu": "skylake-avx512"})
     record = read_log(foreign).records[0]
     skylake = TargetSpec("avx512", {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
-    assert record_usable(record, skylake, host_flags=HOSTS["xeon"].flags)
-    assert not record_usable(record, skylake, host_flags=HOSTS["zen3"].flags)  # the host lacks AVX-512
+    assert unusable_reason(record, skylake, host_flags=HOSTS["xeon"].flags) == ""
+    assert unusable_reason(record, skylake, host_flags=HOSTS["zen3"].flags).startswith("CPU lacks avx512")  # the host lacks AVX-512
     fake_host("zen3")  # an AVX2-only host: the log's target is not runnable, serving falls back to avx2
 
     model, x = tiny()

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from tests.conftest import Host, rewritten
-from tunebench import bench, cache
-from tunebench.bench import apply_model
+from tunebench.bench import bench
+from tunebench.bench.bench import apply_model
 from tunebench.errors import TunebenchError
-from tunebench.records import read_log
-from tunebench.runtime import TvmSubgraph
+from tunebench.logs.records import read_log
+from tunebench.serve import cache
+from tunebench.serve.runtime import TvmSubgraph
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 
@@ -134,7 +135,7 @@ def test_apply_is_the_bench_under_strict_alternation(tiny_log: Path) -> None:
 
 
 def test_wrong_outputs_are_failed_not_timed(tiny_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunebench.runtime import CompiledModel
+    from tunebench.serve.runtime import CompiledModel
 
     def wrong(self: TvmSubgraph, *xs: torch.Tensor) -> object:
         out = torch.randn(1, 8, 16, 16)

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tunebench import cache, plan
-from tunebench.cache import MB, STATS, CacheWarning, CompileCache, Entry, clear, list_entries, max_cache_bytes
 from tunebench.cli import app
+from tunebench.serve import cache, plan
+from tunebench.serve.cache import MB, STATS, CacheWarning, CompileCache, Entry, clear, list_entries, max_cache_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,7 @@ import json, os, sys, time
 from collections.abc import Callable
 from pathlib import Path
 import tvm  # before the start line: both children reach get() together
-from tunebench.cache import STATS, CompileCache, Entry
+from tunebench.serve.cache import STATS, CompileCache, Entry
 folder, marks = Path(sys.argv[1]), Path(sys.argv[2])
 def build():
     (marks / f"built-{os.getpid()}").touch()
@@ -305,7 +305,7 @@ def test_clear_and_eviction_delete_only_what_tunebench_wrote(tmp_path: Path) -> 
 
 def test_every_file_the_cache_writes_is_one_clear_recognises(tmp_path: Path) -> None:
     """The writers (entries, temps, plans, digests) and ``clear`` agree on names: nothing tunebench writes outlives a clear."""
-    from tunebench import digest
+    from tunebench.serve import digest
 
     log = tmp_path / "t.jsonl"
     log.write_text(json.dumps({"type": "workload", "v": 1, "key": "w", "task": "t", "flop": 1.0, "mod": ""}) + "\n")
@@ -325,3 +325,11 @@ def test_a_key_that_is_not_a_digest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="SHA-256 hex digest"):
         CompileCache().get("package", tmp_path, lambda: Entry("pytorch", 1))
     assert not tmp_path.exists() or os.listdir(tmp_path) == []
+
+
+def test_the_code_version_covers_every_stage() -> None:
+    """A build depends on how every stage lowers and schedules, not only on serving's own files."""
+    from tunebench.serve.cache import source_files
+
+    names = {name for name, _ in source_files()}
+    assert {"lowering/frontend.py", "logs/records.py", "search/driver.py", "serve/cache.py", "target.py", "__init__.py"} <= names

@@ -54,7 +54,7 @@ def run(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     def work(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the bad input was refused")
 
-    for module, name in (("zoo", "get_model"), ("api", "lower_model"), ("search", "tune_tasks"), ("backend", "compile")):
+    for module, name in (("zoo", "get_model"), ("api", "lower_model"), ("search.driver", "tune_tasks"), ("serve.backend", "compile")):
         monkeypatch.setattr(f"tunebench.{module}.{name}", work)
 
     def invoke(*args: str) -> tuple[int, str, str]:
@@ -140,7 +140,7 @@ def test_every_command_has_a_bad_input_case() -> None:
 
 def test_an_unwritable_cache_folder_is_one_error_line_and_loses_nothing(run: Run, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache folder tunebench may not delete in (faked: the suite may run as root, whom permissions do not stop)."""
-    from tunebench.cache import CompileCache, Entry
+    from tunebench.serve.cache import CompileCache, Entry
 
     key = "e" * 64
     CompileCache().get(key, project / "cache", lambda: Entry("pytorch", 1))

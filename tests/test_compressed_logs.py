@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from tunebench.logs import merge_logs
-from tunebench.records import LogWriter, read_log
+from tunebench.logs.records import LogWriter, read_log
+from tunebench.logs.share import merge_logs
 
 
 def test_a_compressed_log_holds_the_same_records_at_a_fraction_of_the_size(tiny_log: Path, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import tunebench
-from tunebench import deploy
 from tunebench.errors import TunebenchError
+from tunebench.serve import deploy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests/fixtures"))
@@ -166,7 +166,7 @@ print(json.dumps({"keys": keys, "fast": getattr(core._object_type_key_to_index, 
 
 @pytest.mark.parametrize("runtime_only", ["1", ""])
 def test_fast_type_lookup_registers_the_same_classes(runtime_only: str) -> None:
-    """``tunebench.tvm_import`` changes how fast ``import tvm`` is, not what it registers."""
+    """``tunebench.serve.tvm_import`` changes how fast ``import tvm`` is, not what it registers."""
     runs = {}
     for fast in (True, False):
         code = REGISTERED if fast else REGISTERED.replace("import json, tunebench, tvm", "import json, torch, tvm")

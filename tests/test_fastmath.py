@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tunebench import api, build, choose, runtime
+from tunebench import api
+from tunebench.serve import build, choose, runtime
 from tunebench.zoo import get_model
 
 MLP = "tests/fixtures/tiny.py:tiny_mlp"

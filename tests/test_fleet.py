@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tunebench.errors import TunebenchError
-from tunebench.rpc import check_tracker, rpc_config
-from tunebench.settings import MeasureConfig
+from tunebench.search.rpc import check_tracker, rpc_config
+from tunebench.search.settings import MeasureConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_fleet_server_on_every_interface_warns_before_it_binds(held_port: int) -
 
 
 def test_fleet_tracker_warns_for_every_interface_not_for_loopback(held_port: int) -> None:
-    from tunebench.fleet import ExposedWarning, start_tracker
+    from tunebench.search.fleet import ExposedWarning, start_tracker
 
     with pytest.warns(ExposedWarning, match=rf"tracker on 0.0.0.0:{held_port} lets anyone who reaches it"), pytest.raises(TunebenchError):
         start_tracker("0.0.0.0", held_port)
@@ -107,6 +107,6 @@ def test_fleet_tracker_warns_for_every_interface_not_for_loopback(held_port: int
     ("host", "loopback"), [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False)]
 )
 def test_only_loopback_counts_as_loopback(host: str, loopback: bool) -> None:
-    from tunebench.addresses import is_loopback
+    from tunebench.search.addresses import is_loopback
 
     assert is_loopback(host) is loopback

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, ZEN4_FLAGS, Host
-from tunebench import api, build, choose
+from tunebench import api
 from tunebench.errors import TunebenchError
+from tunebench.serve import build, choose
 from tunebench.target import cpu_flags, resolve_target
 from tunebench.zoo import get_model, zoo, zoo_names
 
@@ -64,8 +65,8 @@ def test_zoo_weights_are_deterministic() -> None:
 
 
 def test_resnet18_has_22_tasks_in_nchw_and_24_blocked() -> None:
-    from tunebench.frontend import optimize
-    from tunebench.tasks import extract_tasks
+    from tunebench.lowering.frontend import optimize
+    from tunebench.lowering.tasks import extract_tasks
 
     lowered = api.lower_model("resnet18", "avx2", layout="nchw")
     assert len(lowered.tasks) == 22, [t.name for t in lowered.tasks]
@@ -161,7 +162,7 @@ def test_llvm_feature_names_map_to_real_cpuinfo_flags() -> None:
 
 @pytest.mark.parametrize("host_name", AVX512_HOSTS)
 def test_target_comes_from_the_log_when_not_given(fake_host: Callable[[str], Host], host_name: str) -> None:
-    from tunebench.records import HistoryLog, Record
+    from tunebench.logs.records import HistoryLog, Record
 
     def rec(key: str, mcpu: str, ok: bool = True) -> Record:
         target = {"kind": "llvm", "mcpu": mcpu, "num-cores": 8}
@@ -185,7 +186,7 @@ def test_target_comes_from_the_log_when_not_given(fake_host: Callable[[str], Hos
 def test_avx512_preset_runs_on_an_avx512_host() -> None:
     """The one test that executes AVX-512 code: the preset passes the check on real AVX-512 hardware and
     its kernels (blocked by 16 lanes) match eager."""
-    from tunebench import layout
+    from tunebench.lowering import layout
 
     module, (x,) = get_model("tests/fixtures/tiny.py:tiny_conv")
     lowered = api.lower_model(module, "avx512", example_inputs=(x,), layout="blocked")
@@ -278,7 +279,7 @@ def test_help_does_not_import_torch_or_tvm() -> None:
 def test_openmp_spin_is_bounded_only_where_it_can_take_effect(code: str, env: dict[str, str], want: str) -> None:
     import os
 
-    probe = f"{code}; import os; from tunebench.spin import openmp_spin; print(os.environ.get('GOMP_SPINCOUNT'), openmp_spin())"
+    probe = f"{code}; import os; from tunebench.serve.spin import openmp_spin; print(os.environ.get('GOMP_SPINCOUNT'), openmp_spin())"
     clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "TUNEBENCH_SET_GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, capture_output=True, text=True, check=True).stdout
     value, how = want.split(" ", 1)

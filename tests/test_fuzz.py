@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunebench import deploy
-from tunebench import records as rec
 from tunebench.errors import TunebenchError
+from tunebench.logs import records as rec
+from tunebench.serve import deploy
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = ["k0", "k1", "k2"]

@@ -12,10 +12,10 @@ import pytest
 
 from tests.conftest import Host
 from tunebench import target as tgt
-from tunebench.choose import ForeignTimingsWarning, best_records
-from tunebench.records import HistoryLog, Record, read_log
-from tunebench.search import CARRY_OVER, Priors, _carry_over
-from tunebench.tasks import Task
+from tunebench.logs.records import HistoryLog, Record, read_log
+from tunebench.lowering.tasks import Task
+from tunebench.search.driver import CARRY_OVER, Priors, _carry_over
+from tunebench.serve.choose import ForeignTimingsWarning, best_records
 
 WIDEST = [("zen3", "avx2", "core-avx2"), ("haswell", "avx2", "core-avx2"), ("zen4", "avx512", "znver4"), ("xeon", "avx512", "skylake-avx512")]
 
@@ -89,20 +89,20 @@ def test_the_other_vendors_avx512_records_serve_and_carry_over(tiny_log: Path, t
     """On a Zen 4 the avx512 preset is ``znver4``; the shipped avx512 logs are Intel's ``skylake-avx512``.
     Those records run here: they serve (ranked by where they were timed) and the search times them first."""
     from tests.conftest import rewritten
-    from tunebench.choose import record_usable
-    from tunebench.search import load_priors
+    from tunebench.logs.records import unusable_reason
+    from tunebench.search.driver import load_priors
 
     intel = read_log(rewritten(tiny_log, tmp_path / "intel.jsonl", target={"mcpu": "skylake-avx512"}))
     fake_host("zen4")
     spec = tgt.resolve_target("avx512")
     assert spec.mcpu == "znver4"
     ok = [r for r in intel.records if r.ok]
-    assert all(record_usable(r, spec) for r in ok)
-    assert not any(record_usable(r, tgt.resolve_target("avx2")) for r in ok), "another vector width: not evidence"
+    assert not any(unusable_reason(r, spec) for r in ok)
+    assert all(unusable_reason(r, tgt.resolve_target("avx2")) for r in ok), "another vector width: not evidence"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tiny log was timed on this machine, not on the faked Zen 4
         assert set(best_records(intel, spec)) == {r.key for r in ok}
     priors = load_priors(tmp_path / "intel.jsonl", spec, spec.measurement_class())
     assert len(priors.sources) == len(ok) and not priors.local and not priors.counts, "transfer sources, never this target's trials"
     fake_host("zen3")  # no AVX-512: Intel's avx512 records cannot run, so they are neither
-    assert not any(record_usable(r, tgt.resolve_target("avx512", check=False)) for r in ok)
+    assert all(unusable_reason(r, tgt.resolve_target("avx512", check=False)) for r in ok)

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, HOSTS, PATIENT, TINY, Host
-from tunebench import api, build, choose, layout, runtime, target
+from tunebench import api, target
 from tunebench.errors import TunebenchError
-from tunebench.records import HistoryLog, Record, WorkloadEntry, read_log
+from tunebench.logs.records import HistoryLog, Record, WorkloadEntry, read_log
+from tunebench.lowering import layout
+from tunebench.serve import build, choose, runtime
 from tunebench.target import resolve_target
 
 TARGET = {"kind": "llvm", "mcpu": "core-avx2", "num-cores": 2}
@@ -56,7 +58,7 @@ def test_the_lowering_the_log_measured_fastest_is_served() -> None:
     blocked = api.lower_model(TINY, "avx2", layout="blocked")
     spec = nchw.target
 
-    def pick(log: HistoryLog) -> choose.Lowering:
+    def pick(log: HistoryLog) -> choose.LoweringChoice:
         return choose.choose_lowering(nchw.source, nchw.relax_mod, "nchw", spec, log, choose.best_records(log, spec, warn=False))
 
     both = _log(nchw.tasks, 2e-3, "cold")  # the stem conv's task is the same workload in both

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tunebench import records as rec
 from tunebench.errors import TunebenchError
-from tunebench.logs import merge_logs, prune_log, summarize
-from tunebench.settings import MeasureConfig
+from tunebench.logs import records as rec
+from tunebench.logs.share import merge_logs, prune_log, summarize
+from tunebench.search.settings import MeasureConfig
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 # One short sample per candidate; generous timeouts, since a busy 2-core machine builds slowly.
@@ -37,7 +37,7 @@ def two_logs(tiny_log, lowered, tmp_path_factory):
     The first is the session's ``tiny_log`` (4 trials per task, NCHW, as ``lowered``), so only one more
     search runs here; tests never write to either file.
     """
-    from tunebench.search import tune_tasks
+    from tunebench.search.driver import tune_tasks
 
     path = tmp_path_factory.mktemp("tuned") / "tiny-random.jsonl"
     tune_tasks(lowered.tasks, lowered.target, path, trials_per_task=4, tuner="random", measure=FAST, seed=1)
@@ -52,8 +52,8 @@ def _best(log: rec.HistoryLog) -> dict[str, float]:
 def test_merge_keeps_union_and_best_then_tune_resumes_and_apply_serves(two_logs, lowered, tmp_path):
     import torch
 
-    from tunebench.build import compile_model
-    from tunebench.search import tune_tasks
+    from tunebench.search.driver import tune_tasks
+    from tunebench.serve.build import compile_model
 
     a, b = (rec.read_log(p) for p in two_logs)
     assert len(a.records) == len(b.records) == 8
@@ -278,8 +278,8 @@ def test_serving_reads_a_digest_that_follows_the_log(tiny_log: Path, tmp_path: P
     """Serving parses a log once per change: later processes read its digest (bests only), with the same bests."""
     from dataclasses import replace
 
-    from tunebench.choose import best_records
-    from tunebench.context import make_config
+    from tunebench.serve.choose import best_records
+    from tunebench.serve.context import make_config
 
     log, cache_dir = tmp_path / "t.jsonl", tmp_path / "cache"
     shutil.copy(tiny_log, log)
@@ -305,7 +305,7 @@ def test_show_fits_an_80_column_terminal(tiny_log: Path, tmp_path: Path, fake_ho
     from conftest import rewritten
     from rich.console import Console
 
-    from tunebench.logs import print_summary
+    from tunebench.logs.share import print_summary
 
     long_names = tmp_path / "long.jsonl"
     longer = '"task": "fused_conv2d_NCHWc_subtract1_divide1_multiply1_add2_add3_relu1_conv2d'

@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 import tunebench
 from tests.conftest import PATIENT
-from tunebench import api, backend, cache
+from tunebench import api
 from tunebench.cli import app
-from tunebench.records import read_log
-from tunebench.tasks import Task, merge_tasks
+from tunebench.logs.records import read_log
+from tunebench.lowering.tasks import Task, merge_tasks
+from tunebench.serve import backend, cache
 from tunebench.zoo import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def test_as_served_lowers_the_graph_dynamo_captures() -> None:
 def test_split_graph_runs_without_export_input_checks() -> None:
     """The fused graph is called on every served call: it keeps none of ``ExportedProgram.module()``'s
     per-call input checks (pytree walks over every weight), and still computes the model."""
-    from tunebench.partition import partition
+    from tunebench.lowering.partition import partition
 
     module, (x,) = get_model(TINY)
     split = partition(module, (x,))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tunebench import bench, peers
+from tunebench.bench import bench, peers
 from tunebench.errors import TunebenchError
 
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"

@@ -10,10 +10,10 @@ import pytest
 import tvm
 from typer.testing import CliRunner
 
+from tunebench.bench.plot import eager_ms_from_bench, plot_curve, plot_log, tuning_curve
 from tunebench.cli import app
 from tunebench.errors import TunebenchError
-from tunebench.plot import eager_ms_from_bench, plot_curve, plot_log, tuning_curve
-from tunebench.records import LogWriter, Record, WorkloadEntry, read_log
+from tunebench.logs.records import LogWriter, Record, WorkloadEntry, read_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +68,7 @@ def test_plot_cli_writes_a_png(small_log: Path, tmp_path: Path) -> None:
 def test_plot_model_defaults_to_the_blocked_layout_for_the_logs_target(small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As ``tune`` does, ``plot --model`` counts the blocked lowering's tasks; those depend on the
     vector width, so they are lowered for the target the log was tuned for, not avx2."""
-    import tunebench.plot as plot
+    import tunebench.bench.plot as plot
 
     haswell = tmp_path / "haswell.jsonl"
     haswell.write_text(small_log.read_text().replace('"mcpu": "core-avx2"', '"mcpu": "haswell"'))

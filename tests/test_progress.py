@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tunebench import records
-from tunebench.progress import eta, status_line
-from tunebench.search import SearchState, TaskState, _search
-from tunebench.tasks import Task
+from tunebench.logs import records
+from tunebench.lowering.tasks import Task
+from tunebench.search.driver import SearchState, TaskState, _search
+from tunebench.search.progress import eta, status_line
 
 TRANSFER_PACE, SEARCH_PACE = 1.0, 4.0  # seconds per trial: replays 4x faster than the search, as in issue 25
 CANDIDATES = 32  # what one search batch's evolutionary search hands over (``num_trials_per_iter``)

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PATIENT, TINY
-from tunebench import api, search
+from tunebench import api
+from tunebench.bench.plot import tuning_curve
 from tunebench.errors import TunebenchError
-from tunebench.logs import best_k
-from tunebench.plot import tuning_curve
-from tunebench.records import HistoryLog, LogWriter, Record, WorkloadEntry, read_log, tvm_version
-from tunebench.settings import COLD_REPEAT, MeasureConfig, evaluator_config
+from tunebench.logs.records import HistoryLog, LogWriter, Record, WorkloadEntry, read_log, tvm_version
+from tunebench.logs.share import best_k
+from tunebench.search import driver as search
+from tunebench.search.settings import COLD_REPEAT, MeasureConfig, evaluator_config
 
 TARGET = {"kind": "llvm", "mcpu": "core-avx2", "num-cores": 2}
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunebench import records as rec
 from tunebench.errors import TunebenchError
-from tunebench.rpc import count_servers, parse_tracker, rpc_config
-from tunebench.settings import MeasureConfig
+from tunebench.logs import records as rec
+from tunebench.search.rpc import count_servers, parse_tracker, rpc_config
+from tunebench.search.settings import MeasureConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = f"{ROOT / 'tests' / 'fixtures' / 'tiny.py'}:tiny_conv"
@@ -92,7 +92,7 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
 
 def test_tune_measures_on_every_server_of_the_fleet(fleet, tmp_path):
     from tunebench.api import tune
-    from tunebench.logs import measured_where, summarize
+    from tunebench.logs.share import measured_where, summarize
 
     log = tmp_path / "fleet.jsonl"
     measure = MeasureConfig(workers=2, repeat=1, min_repeat_ms=1, build_timeout=300, run_timeout=60, rpc=fleet.tracker, rpc_key=KEY)

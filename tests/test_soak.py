@@ -16,8 +16,8 @@ import torch
 
 import tunebench
 from tests.conftest import rewritten
-from tunebench import backend, cache, plan
-from tunebench.context import activate, make_config
+from tunebench.serve import backend, cache, keys
+from tunebench.serve.context import activate, make_config
 from tunebench.zoo import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +83,8 @@ def test_a_new_config_hashes_the_weights_only_if_they_changed(monkeypatch: pytes
     """A config that differs only in threads is served by the plan of the first one's build: its
     key's weight digest is reused, not hashed again, until a weight changes."""
     hashed: list[int] = []
-    real = plan.tensor_bytes
-    monkeypatch.setattr(plan, "tensor_bytes", lambda t: hashed.append(t.numel()) or real(t))
+    real = keys.tensor_bytes
+    monkeypatch.setattr(keys, "tensor_bytes", lambda t: hashed.append(t.numel()) or real(t))
     model, (x,) = get_model(TINY)
     fast = torch.compile(model, backend="tunebench", options={"fallback": "never"})
     with torch.no_grad():

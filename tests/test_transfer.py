@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import PATIENT, TINY, rewritten
 from tunebench import api
-from tunebench.choose import best_records
 from tunebench.errors import TunebenchError
-from tunebench.records import HistoryLog, Record, read_log
-from tunebench.search import load_priors, tune_tasks
+from tunebench.logs.records import HistoryLog, Record, read_log
+from tunebench.search.driver import load_priors, tune_tasks
+from tunebench.serve.choose import best_records
 from tunebench.target import TargetSpec, measurement_class, resolve_target
 from tunebench.zoo import get_model
 
@@ -121,7 +121,7 @@ def test_mistyped_record_fields_are_skipped_with_their_line(tiny_log: Path, tmp_
 
 
 def test_logs_show_gives_each_machine_class_its_own_rows(tiny_log: Path, tmp_path: Path) -> None:
-    from tunebench.logs import merge_logs, summarize
+    from tunebench.logs.share import merge_logs, summarize
 
     other = rewritten(tiny_log, tmp_path / "other.jsonl", host={"llvm_cpu": "otherlake"})
     merged = tmp_path / "merged.jsonl"
@@ -132,7 +132,7 @@ def test_logs_show_gives_each_machine_class_its_own_rows(tiny_log: Path, tmp_pat
     assert len(summary.rows) == 2 * len(read_log(tiny_log).workloads)
     assert len([t for t in summary.totals if t.complete]) == 2  # one estimate per machine, each from its own records
     kept = read_log(merged).records
-    from tunebench.logs import best_k
+    from tunebench.logs.share import best_k
 
     assert {r.measured_class for r in best_k(kept, 1)} == machines  # --top keeps each machine's best
 
@@ -143,9 +143,9 @@ def test_a_batch_size_never_tuned_gets_the_tuned_ones_schedules(tiny_log: Path, 
     import torch
 
     import tunebench
-    from tunebench import cache
-    from tunebench.search import _carry_over
-    from tunebench.traces import refitted
+    from tunebench.logs.traces import refitted
+    from tunebench.search.driver import _carry_over
+    from tunebench.serve import cache
 
     monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
     model, _ = get_model(TINY)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import PATIENT, TINY
 
-from tunebench import api, records
+from tunebench import api
 from tunebench.errors import TunebenchError
-from tunebench.settings import COLD_REPEAT
+from tunebench.logs import records
+from tunebench.search.settings import COLD_REPEAT
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {"type", "v", "key", "trace", "args_info", "run_secs", "error", "target", "host", "tvm", "time"}
@@ -105,7 +106,7 @@ def test_a_time_budget_alone_tunes_until_the_clock_runs_out(tmp_path: Path, monk
     faked (each batch "takes" 1000 s of a 2500 s budget), so the run takes seconds and no speed is assumed."""
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
-    from tunebench import search
+    from tunebench.search import driver as search
 
     skew, batches = [0.0], []
     real_time = time.time
@@ -191,8 +192,8 @@ def test_a_task_with_nothing_timed_gets_a_small_first_batch() -> None:
     times every task sooner; a task with a time here, or schedules to carry over, is not capped."""
     import math
 
-    from tunebench.search import FIRST_BATCH, MAX_BATCH, TaskState, _batch_cap
-    from tunebench.tasks import Task
+    from tunebench.lowering.tasks import Task
+    from tunebench.search.driver import FIRST_BATCH, MAX_BATCH, TaskState, _batch_cap
 
     timed = records.Record("k", [], [], [1e-3], None, {"kind": "llvm", "mcpu": "core-avx2"}, {}, "x", protocol="cold")
     task = Task("conv", "conv2d", 1e6, 1, "k", None)
@@ -207,7 +208,7 @@ def test_integer_inputs_of_a_candidate_are_in_bounds_indices() -> None:
     runner's inputs keep MetaSchedule's random floats and zero-fill integer tensors."""
     import tvm
 
-    from tunebench.measure import alloc_arguments
+    from tunebench.search.measure import alloc_arguments
 
     [args] = alloc_arguments(tvm.cpu(), [["TENSOR", "int64", [4]], ["TENSOR", "float32", [8, 8]]], 1)
     assert not args[0].numpy().any() and args[1].numpy().std() > 0
@@ -232,8 +233,8 @@ def test_searches_in_shared_pools_reuse_their_workers(monkeypatch: pytest.Monkey
     TVM thread count: its workers keep theirs), and they are shut down at the end; outside, each is new."""
     import tvm.s_tir.meta_schedule.runner as runner_module
 
-    from tunebench import measure
-    from tunebench.settings import MeasureConfig
+    from tunebench.search import measure
+    from tunebench.search.settings import MeasureConfig
 
     class FakePool:
         down = 0

@@ -33,27 +33,27 @@ def _parameters(func: Any, qualname: str, used_by: str, expected: list[str]) -> 
 
 
 def test_rpc_runner_worker_func() -> None:
-    """``tunebench.rpc.measure_on_server`` runs MetaSchedule's RPC measurement with its own session factory."""
+    """``tunebench.search.rpc.measure_on_server`` runs MetaSchedule's RPC measurement with its own session factory."""
     from tvm.s_tir.meta_schedule.runner import rpc_runner
 
-    func = _private(rpc_runner, "_worker_func", "tunebench.rpc.measure_on_server")
+    func = _private(rpc_runner, "_worker_func", "tunebench.search.rpc.measure_on_server")
     expected = ["_f_create_session", "_f_upload_module", "_f_alloc_argument", "_f_run_evaluator", "_f_cleanup"]
     expected += ["rpc_config", "evaluator_config", "alloc_repeat", "artifact_path", "device_type", "args_info"]
-    _parameters(func, "tvm.s_tir.meta_schedule.runner.rpc_runner._worker_func", "tunebench.rpc.measure_on_server", expected)
+    _parameters(func, "tvm.s_tir.meta_schedule.runner.rpc_runner._worker_func", "tunebench.search.rpc.measure_on_server", expected)
     # FleetRunner subclasses the undecorated class and reads what its __init__ stores
     cls = getattr(rpc_runner.RPCRunner, "_cls", None)
-    assert cls is not None, "RPCRunner._cls (the class under derived_object) is gone; tunebench.rpc.FleetRunner subclasses it"
+    assert cls is not None, "RPCRunner._cls (the class under derived_object) is gone; tunebench.search.rpc.FleetRunner subclasses it"
     source = inspect.getsource(cls.__init__)
     for attr in ("pool", "rpc_config", "evaluator_config", "alloc_repeat"):
-        assert f"self.{attr} =" in source, f"RPCRunner.__init__ no longer sets self.{attr}; tunebench.rpc.FleetRunner reads it"
+        assert f"self.{attr} =" in source, f"RPCRunner.__init__ no longer sets self.{attr}; tunebench.search.rpc.FleetRunner reads it"
 
 
 def test_local_builder_worker_func_and_serialize_params() -> None:
-    """``tunebench.measure.PersistentBuilder`` does LocalBuilder's per-candidate work in its own pool."""
+    """``tunebench.search.measure.PersistentBuilder`` does LocalBuilder's per-candidate work in its own pool."""
     import numpy as np
     from tvm.s_tir.meta_schedule.builder import local_builder as lb
 
-    used_by = "tunebench.measure.PersistentBuilder.build"
+    used_by = "tunebench.search.measure.PersistentBuilder.build"
     worker = _private(lb, "_worker_func", used_by)
     _parameters(worker, "tvm.s_tir.meta_schedule.builder.local_builder._worker_func", used_by, ["_f_build", "_f_export", "mod", "target", "params"])
     serialize = _private(lb, "_serialize_params", used_by)
@@ -76,12 +76,12 @@ def _fake_tracker(server: socket.socket, reply: list[Any], got: list[Any]) -> No
 
 
 def test_tracker_session_socket(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``tunebench.rpc.request_session`` asks the tracker for a server over ``TrackerSession._sock`` itself,
+    """``tunebench.search.rpc.request_session`` asks the tracker for a server over ``TrackerSession._sock`` itself,
     to learn which server it got (``TrackerSession.request`` connects without saying)."""
     from tvm import rpc
     from tvm.rpc import base, client
 
-    from tunebench import rpc as tb_rpc
+    from tunebench.search import rpc as tb_rpc
 
     ours, theirs = socket.socketpair()
     monkeypatch.setattr(base, "connect_with_retry", lambda addr, *args, **kwargs: ours)
@@ -89,7 +89,7 @@ def test_tracker_session_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     tracker = threading.Thread(target=_fake_tracker, args=(theirs, [base.TrackerCode.SUCCESS, ["10.0.0.7", 9091, "key:x"]], got))
     tracker.start()
     session = client.TrackerSession(("127.0.0.1", 1))
-    assert getattr(session, "_sock", None) is ours, "tvm.rpc.client.TrackerSession._sock is gone; tunebench.rpc.request_session talks to the tracker through it"
+    assert getattr(session, "_sock", None) is ours, "tvm.rpc.client.TrackerSession._sock is gone; search.rpc.request_session talks to the tracker through it"
 
     class Config:
         tracker_host, tracker_port, tracker_key, session_priority, session_timeout_sec = "127.0.0.1", 1, "k", 1, 5

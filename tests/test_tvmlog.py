@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import PATIENT
 
-from tunebench import api, tvmlog
+from tunebench import api
+from tunebench.search import tvmlog
 
 ROOT = Path(__file__).resolve().parents[1]
 TVM_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+\.(cc|h):\d+: |\.cc:\d+: Warning:", re.M)

@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from tests.conftest import PATIENT, TINY
-from tunebench import api, build, choose, frontend, runtime, tasks
-from tunebench.records import HistoryLog, Record, WorkloadEntry, read_log
-from tunebench.winograd import TASK_MARK, signatures
+from tunebench import api
+from tunebench.logs.records import HistoryLog, Record, WorkloadEntry, read_log
+from tunebench.lowering import frontend, tasks
+from tunebench.lowering.winograd import TASK_MARK, signatures
+from tunebench.serve import build, choose, runtime
 
 
 def test_winograd_lowering_matches_eager_and_skips_ineligible_convs() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .spin import bound_openmp_spin
-from .tvm_import import on_tvm_import
+from .serve.spin import bound_openmp_spin
+from .serve.tvm_import import on_tvm_import
 
 bound_openmp_spin()
 on_tvm_import()
@@ -22,18 +22,18 @@ _LAZY = {
     "get_model": "tunebench.zoo",
     "resolve_target": "tunebench.target",
     "host_fingerprint": "tunebench.target",
-    "lower_model": "tunebench.api",
+    "lower_model": "tunebench.lowering.model",
     "tune": "tunebench.api",
-    "read_log": "tunebench.records",
+    "read_log": "tunebench.logs.records",
     "TunebenchError": "tunebench.errors",
-    "apply_history_best": "tunebench.context",
-    "apply": "tunebench.context",
-    "enable": "tunebench.context",
-    "disable": "tunebench.context",
-    "compile": "tunebench.backend",
-    "stats": "tunebench.cache",
-    "save": "tunebench.deploy",
-    "load": "tunebench.deploy",
+    "apply_history_best": "tunebench.serve.context",
+    "apply": "tunebench.serve.context",
+    "enable": "tunebench.serve.context",
+    "disable": "tunebench.serve.context",
+    "compile": "tunebench.serve.backend",
+    "stats": "tunebench.serve.cache",
+    "save": "tunebench.serve.deploy",
+    "load": "tunebench.serve.deploy",
 }
 
 

@@ -140,14 +140,14 @@ def tune(
 ) -> None:
     """Search schedules for every task of MODEL; resumable, every batch appended to the log."""
     from . import api
-    from .progress import LineReporter, LiveReporter, summary
-    from .settings import MeasureConfig
+    from .search.progress import LineReporter, LiveReporter, summary
+    from .search.settings import MeasureConfig
     from .target import host_preset, resolve_target
 
     if (rpc is None) != (rpc_key is None):
         raise TunebenchError("--rpc and --rpc-key go together")
     if rpc is not None:
-        from .rpc import check_tracker
+        from .search.rpc import check_tracker
 
         check_tracker(rpc, rpc_allow_public)  # before the model is lowered: a refused address costs nothing
     spec = resolve_target(target, num_cores)
@@ -210,7 +210,7 @@ def bench(
 ) -> None:
     """Time MODEL in PyTorch eager, inductor and tunebench, interleaved; tunebench as users run it:
     torch.compile(model, backend="tunebench") inside apply_history_best(LOG)."""
-    from .bench import run_alone, run_bench, table, write_json
+    from .bench.bench import run_alone, run_bench, table, write_json
     from .preflight import writable
 
     if json_path:
@@ -253,7 +253,7 @@ def plot(
     layout: Annotated[str, typer.Option(help="with --model: the conv layout whose tasks count (blocked or nchw)")] = "blocked",
 ) -> None:
     """Plot LOG's tuning curve: estimated model latency against trials and wall time."""
-    from .plot import plot_log
+    from .bench.plot import plot_log
 
     curve = plot_log(log, out, eager_ms=eager_ms, bench_json=bench_json, model=model, target=target, layout=layout)
     _, complete = curve.split()
@@ -276,8 +276,8 @@ def logs_show(
 ) -> None:
     """Per workload: best latency, GFLOP/s, trials, target and machine; per model: estimated latency."""
     from .api import log_summary
-    from .logs import print_summary
-    from .records import log_files
+    from .logs.records import log_files
+    from .logs.share import print_summary
 
     for path in log_files(logs):
         print_summary(log_summary(path, model), console)
@@ -290,7 +290,7 @@ def logs_merge(
     top: Annotated[Optional[int], typer.Option(help="keep the K fastest successful records per (workload, target)")] = None,
 ) -> None:
     """Union of logs from any machines, duplicates removed; same inputs, same bytes."""
-    from .logs import merge_logs, print_merge
+    from .logs.share import merge_logs, print_merge
 
     print_merge(merge_logs(list(logs), out, top), out, console)
 
@@ -301,7 +301,7 @@ def logs_prune(
     top: Annotated[int, typer.Option(help="keep the K fastest successful records per (workload, target)")],
 ) -> None:
     """Keep the best K records per (workload, target), replacing LOG atomically (a crash leaves it whole)."""
-    from .logs import print_merge, prune_log
+    from .logs.share import print_merge, prune_log
 
     print_merge(prune_log(log, top), log, console)
 
@@ -313,7 +313,7 @@ CacheDirOpt = Annotated[Optional[Path], typer.Option("--dir", help="cache direct
 
 def _cache_dir(directory: Path | None) -> Path:
     """``--dir``, else the default cache directory; a file there is a mistake, not an empty cache."""
-    from .cache import default_cache_dir
+    from .serve.cache import default_cache_dir
 
     folder = directory or default_cache_dir()
     if folder.exists() and not folder.is_dir():
@@ -326,7 +326,7 @@ def cache_show(directory: CacheDirOpt = None) -> None:
     """Entries, most recently used first: runner, size, last use, lowering; their total against the limit."""
     import time
 
-    from .cache import MB, list_entries
+    from .serve.cache import MB, list_entries
 
     listing = list_entries(_cache_dir(directory))
     table = Table(title=f"tunebench compile cache: {len(listing.entries)} entries")
@@ -343,7 +343,7 @@ def cache_show(directory: CacheDirOpt = None) -> None:
 @cache_app.command("clear")
 def cache_clear(directory: CacheDirOpt = None) -> None:
     """Delete every entry, temp and lock file; entries another process is loading or building stay."""
-    from .cache import MB, clear
+    from .serve.cache import MB, clear
 
     folder = _cache_dir(directory)
     try:
@@ -373,7 +373,7 @@ def _serve_until_interrupted(what: str, started: Any) -> None:
 @fleet_app.command("tracker")
 def fleet_tracker(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option(help="port to listen on (exactly this one)")] = 9190) -> None:
     """Run a TVM RPC tracker: servers register with it under a key, tune --rpc asks it for them."""
-    from .fleet import start_tracker
+    from .search.fleet import start_tracker
 
     _serve_until_interrupted(f"RPC tracker listening on {host}:{port}", start_tracker(host, port))
 
@@ -390,7 +390,7 @@ def fleet_server(
     """Run a TVM RPC server that times candidates: it runs whatever module a client sends it."""
     import os
 
-    from .fleet import start_server
+    from .search.fleet import start_server
 
     server = start_server(tracker, key, host, port, threads, custom_addr)
     where = f"RPC server listening on {host}:{port}, key {key}, tracker {tracker}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}"
@@ -407,7 +407,7 @@ def apply_cmd(
 ) -> None:
     """Serve MODEL with LOG's best records (torch.compile inside apply_history_best), check it against
     PyTorch eager and time both: bench's eager and tuned columns, strict alternation."""
-    from .bench import apply_model
+    from .bench.bench import apply_model
 
     r = apply_model(model, log, target, fallback, runs)
     console.print(f"{model}: {r.coverage}; {r.applied} record(s) applied; max abs error vs eager {r.max_abs_error:.2g}", markup=False, highlight=False)
@@ -425,9 +425,9 @@ def save_cmd(
 ) -> None:
     """Compile MODEL with LOG's best records and save it as a folder that tunebench.load serves
     with TVM's runtime alone: no dynamo, no TVM compiler, a fast start for a server."""
-    from .context import check_fallback
-    from .deploy import check_destination, save
-    from .records import log_files
+    from .logs.records import log_files
+    from .serve.context import check_fallback
+    from .serve.deploy import check_destination, save
     from .zoo import get_model, with_batch
 
     check_fallback(fallback)

@@ -214,6 +214,11 @@ class TargetSpec:
     def key(self) -> str:
         return canonical(self.config)
 
+    @property
+    def identity(self) -> str:
+        """What this target's records are matched by (``identity``: the codegen, not the thread count)."""
+        return identity(self.config)
+
     def measurement_class(self) -> str:
         """This machine timing with this target's threads, as ``records.Record.measured_class`` names
         a record's: the class whose records are bests here, all others' being priors."""

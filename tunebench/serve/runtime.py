@@ -15,7 +15,7 @@ from .cache import STATS
 from .spin import advise_once
 
 if TYPE_CHECKING:
-    from .choose import Coverage, Lowering
+    from .choose import Coverage, LoweringChoice
 
 
 def set_tvm_threads(n: int) -> int:
@@ -39,7 +39,7 @@ class CompiledModel:
     Inputs and outputs cross by DLPack, so no copy is made at the PyTorch/TVM border.
     """
 
-    def __init__(self, executable: Any, coverage: Coverage, lowering: Lowering | None = None) -> None:
+    def __init__(self, executable: Any, coverage: Coverage, lowering: LoweringChoice | None = None) -> None:
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
@@ -93,7 +93,7 @@ class TvmSubgraph(torch.nn.Module):
 
 
 class PlannedGraph(torch.nn.Module):
-    """A graph served as its plan says (``tunebench.plan``): one TVM subgraph called on the graph's
+    """A graph served as its plan says (``tunebench.serve.plan``): one TVM subgraph called on the graph's
     inputs, its outputs returned in the graph's order."""
 
     def __init__(self, sub: TvmSubgraph, outputs: list[int]) -> None:

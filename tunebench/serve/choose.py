@@ -12,9 +12,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import PROTOCOLS, HistoryLog, Record
-from .target import PRESETS, TargetSpec, canonical, class_distance, preset_of, resolve_target, runnable, same_preset
-from .tasks import Task, conv_costs, extract_tasks, model_latency
+from ..logs.records import PROTOCOLS, HistoryLog, Record, unusable_reason
+from ..lowering.tasks import Task, conv_costs, extract_tasks, model_latency
+from ..target import PRESETS, TargetSpec, class_distance, identity, preset_of, resolve_target, runnable
 
 
 class ForeignRecordWarning(UserWarning):
@@ -23,18 +23,6 @@ class ForeignRecordWarning(UserWarning):
 
 class ForeignTimingsWarning(UserWarning):
     """The records served were all timed on other kinds of machine: none is this machine's own best."""
-
-
-def record_usable(record: Record, target: TargetSpec, host_flags: frozenset[str] | None = None) -> bool:
-    """A record serves ``target`` if this host can execute its code and it was measured for the same CPU
-    model (mcpu), or for the other mcpu of the same preset (``target.same_preset``: a Zen 4's ``avx512``
-    is ``znver4``, the shipped Intel records ``skylake-avx512``); a record this host can run is evidence,
-    ranked by where it was timed (``HistoryLog.best``). A schedule for another vector width is not."""
-    if record.target.get("kind") != "llvm":
-        return False
-    if str(record.target.get("mcpu", "")) != target.mcpu and not same_preset(record.target, target.config):
-        return False
-    return runnable(record.target, host_flags)
 
 
 def target_for_log(log: HistoryLog | None, default: str = "avx2") -> str:
@@ -50,7 +38,7 @@ def target_for_log(log: HistoryLog | None, default: str = "avx2") -> str:
     configs: dict[str, dict[str, Any]] = {}
     for r in log.records:
         if r.ok and r.target.get("kind") == "llvm":
-            key = canonical({k: v for k, v in r.target.items() if k != "num-cores"})
+            key = identity(r.target)
             workloads.setdefault(key, set()).add(r.key)
             configs[key] = r.target
     usable = [k for k in workloads if runnable(configs[k])]
@@ -60,7 +48,7 @@ def target_for_log(log: HistoryLog | None, default: str = "avx2") -> str:
     preset = preset_of(best)
     if preset in PRESETS and resolve_target(preset, check=False).mcpu == best.get("mcpu"):
         return preset
-    return canonical({k: v for k, v in best.items() if k != "num-cores"})
+    return identity(best)
 
 
 def best_records(log: HistoryLog, target: TargetSpec, warn: bool = True) -> dict[str, Record]:
@@ -68,7 +56,7 @@ def best_records(log: HistoryLog, target: TargetSpec, warn: bool = True) -> dict
     machine's (``HistoryLog.best``); warn once about the records skipped as foreign, and when none
     of the records served was timed on this kind of machine (what to run then)."""
     here = target.measurement_class()
-    best = log.best(lambda r: record_usable(r, target), here=here)
+    best = log.best(lambda r: not unusable_reason(r, target), here=here)
     if warn and best and all(r.measured_class != here for r in best.values()):
         classes = sorted({r.measured_class for r in best.values()}, key=lambda c: class_distance(c, here))
         warnings.warn(
@@ -111,7 +99,7 @@ class Coverage:
 
 
 @dataclass
-class Lowering:
+class LoweringChoice:
     """One way to lower a model, and what the log says of it."""
 
     mod: Any
@@ -125,7 +113,7 @@ class Lowering:
 
 def choose_lowering(
     source: Any, given: Any, given_layout: str, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record], winograd: bool = False
-) -> Lowering:
+) -> LoweringChoice:
     """The lowering of ``source`` the log says runs fastest.
 
     Candidates: ``given`` (``source`` already lowered in ``given_layout``), the other layout when
@@ -136,21 +124,21 @@ def choose_lowering(
     throughout, and one resting on any warm record to one timed cold throughout (latencies of two
     machines, or two protocols, are not comparable). ``given`` is kept when no candidate is fully covered.
     """
-    from .frontend import optimize
-    from .layout import in_log
+    from ..lowering.frontend import optimize
+    from ..lowering.layout import in_log
 
     if log is None or not log.records:
-        return Lowering(given, given_layout)
+        return LoweringChoice(given, given_layout)
     mods = {given_layout: given}
     if "blocked" not in mods and in_log(log):
         mods["blocked"] = optimize(source, target, layout="blocked")
     if "nchw" not in mods:
         mods["nchw"] = optimize(source, target)
-    options = [Lowering(mod, name) for name, mod in mods.items()]
+    options = [LoweringChoice(mod, name) for name, mod in mods.items()]
     if winograd:
         shapes, mod = winograd_shapes(source, mods["nchw"], target, log, best)
         if shapes:
-            options.append(Lowering(mod, "nchw", shapes))
+            options.append(LoweringChoice(mod, "nchw", shapes))
     for option in options:
         option.estimate = _estimate(extract_tasks(option.mod, target), log, best, target.measurement_class())
     chosen = min(options, key=lambda o: o.estimate)
@@ -181,7 +169,7 @@ def stand_ins(tasks: list[Task], log: HistoryLog, best: dict[str, Record]) -> di
     same op sequence at other extents (``traces.op_signature``: another batch size or conv shape),
     most alike first (``traces.relatives``); ``traces.refitted`` carries their schedules over, and a
     caller tries them in order until one applies."""
-    from .traces import relatives
+    from ..logs.traces import relatives
 
     known = {k: log.workloads[k] for k in best if k in log.workloads}
     out = {}
@@ -201,8 +189,8 @@ def winograd_shapes(source: Any, direct: Any, target: TargetSpec, log: HistoryLo
     direct task without a record counts as infinitely slow), all timed under one protocol (a warm
     time never beats a cold one). Returns the shapes lowered as Winograd and the module.
     """
-    from .frontend import optimize
-    from .winograd import in_log, signatures
+    from ..lowering.frontend import optimize
+    from ..lowering.winograd import in_log, signatures
 
     if not in_log(log):
         return [], direct

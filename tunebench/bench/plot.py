@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TunebenchError
-from .records import HistoryLog
+from ..errors import TunebenchError
+from ..logs.records import HistoryLog
 
 
 @dataclass
@@ -69,7 +69,7 @@ def tuning_curve(log: HistoryLog, weights: dict[str, int] | None = None) -> Curv
 
 def model_weights(model: str, target: str = "avx2", layout: str = "blocked") -> dict[str, int]:
     """Workload key -> weight for every tuning task of ``model`` lowered in ``layout`` (seconds, not minutes)."""
-    from .api import lower_model
+    from ..lowering.model import lower_model
 
     return {t.workload_key: t.weight for t in lower_model(model, target, layout=layout).tasks}
 
@@ -155,8 +155,8 @@ def plot_log(
     target's vector width, so ``target`` defaults to the one the log was tuned for: lowered for
     another, the model's tasks would match none of the log's records.
     """
-    from .preflight import writable
-    from .records import read_log
+    from ..logs.records import read_log
+    from ..preflight import writable
 
     writable(out, "--out")
     if eager_ms is None and bench_json is not None:
@@ -164,7 +164,7 @@ def plot_log(
     log = read_log(path)
     weights = None
     if model:
-        from .choose import target_for_log
+        from ..serve.choose import target_for_log
 
         weights = model_weights(model, target or target_for_log(log), layout)
     title = f"{Path(path).name} [{layout}]" if model else Path(path).name

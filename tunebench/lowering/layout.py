@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .target import TargetSpec, required_flags
+from ..target import TargetSpec, required_flags
 
 LAYOUTS = ("blocked", "nchw")
 TASK_MARK = "conv2d_NCHWc"  # in the name of every blocked conv task

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .target import TargetSpec
+from ..target import TargetSpec
 
 
 @dataclass

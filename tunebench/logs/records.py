@@ -39,14 +39,15 @@ import statistics
 import time
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
-from .target import measurement_class
+from ..errors import TunebenchError
+from ..files import atomic_write, locked
+from ..target import TargetSpec, measurement_class, missing_flags, same_preset
 
 FORMAT_VERSION = 1
 LOG_SUFFIXES = (".jsonl", ".jsonl.gz")  # plain, or gzip (one member per appended batch): about 30x smaller, for shipping
@@ -229,7 +230,7 @@ class HistoryLog:
         Where it has none, the nearest class's best wins (``target.class_distance``: same vendor,
         then same vector width): on an AMD Zen 3, a Zen 4's best before an Intel Xeon's.
         """
-        from .target import class_distance
+        from ..target import class_distance
 
         def rank(r: Record) -> tuple[int, ...]:
             return (*(class_distance(r.measured_class, here) if here is not None else ()), *r.rank)
@@ -421,6 +422,27 @@ def _complete(raw: bytes) -> bool:
     return True
 
 
+def unusable_reason(record: Record, target: TargetSpec | None = None, host_flags: frozenset[str] | None = None) -> str:
+    """Why ``record`` cannot serve ``target`` (None: any target) on this host, or ``host_flags``'s; '' if it can.
+
+    The one rule serving (``choose.best_records``) and ``logs show`` go by. A record serves ``target``
+    if it was measured for the same CPU model (mcpu), or for the other mcpu of the same preset
+    (``target.same_preset``: a Zen 4's ``avx512`` is ``znver4``, the shipped Intel records
+    ``skylake-avx512``), and this host can execute its code (else SIGILL, not an error message). A
+    schedule for another vector width is not evidence; one this host can run is, ranked by where it
+    was timed (``HistoryLog.best``).
+    """
+    if record.target.get("kind") != "llvm":
+        return f"target kind {record.target.get('kind')!r}"
+    if target is not None and str(record.target.get("mcpu", "")) != target.mcpu and not same_preset(record.target, target.config):
+        return f"tuned for {record.target.get('mcpu') or 'generic'}, not {target.mcpu or 'generic'}"
+    try:
+        missing = missing_flags(record.target, host_flags)  # LLVM's features for its mcpu and mattr, any mcpu
+    except TunebenchError as e:  # a target this TVM cannot even parse
+        return str(e)
+    return f"CPU lacks {', '.join(missing)}" if missing else ""
+
+
 def tvm_version() -> str:
     """The installed TVM's version, read from package metadata: reading a log must not import TVM."""
     from importlib.metadata import PackageNotFoundError, version
@@ -429,30 +451,6 @@ def tvm_version() -> str:
         return version("apache-tvm")
     except PackageNotFoundError:
         return "unknown"
-
-
-@contextmanager
-def locked(path: Path, flags: int = os.O_RDWR | os.O_APPEND | os.O_CREAT) -> Iterator[int]:
-    """An exclusive ``flock`` on the file now at ``path``.
-
-    If the path was renamed over (by ``prune``) while we waited, the lock is on an unlinked file:
-    drop it and lock the new one, so an append after a prune never vanishes.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, flags, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        yield fd
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _keys_in_file(path: Path) -> set[str]:
@@ -537,22 +535,7 @@ def write_log_atomic(path: str | os.PathLike[str], log: HistoryLog) -> None:
     itself) so the same records give the same bytes whatever order they were read in.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     used = {r.key for r in log.records}
     body = [_dump(log.workloads[k].to_json()) for k in sorted(used) if k in log.workloads]
     body += [_dump(r.to_json()) for r in sorted(log.records, key=lambda r: (r.key, r.time, r.latency, r.identity()))]
-    try:
-        with open(tmp, "wb") as f:
-            f.write(gzip.compress(b"".join(body), compresslevel=9, mtime=0) if is_compressed(target) else b"".join(body))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the old file is untouched; leave no half-written copy beside it
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(target, gzip.compress(b"".join(body), compresslevel=9, mtime=0) if is_compressed(target) else b"".join(body))

@@ -33,7 +33,6 @@ loaded); the backend drops its graphs of an entry memory let go (``backend.Graph
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -44,10 +43,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_write, locked
 
 CACHE_VERSION = 3  # 2: entries say how the subgraph was lowered and its task FLOP; 3: which tasks got a stand-in's schedule
 MB = 2**20  # the MB of TUNEBENCH_CACHE_MAX_MB and of `tunebench cache show`
@@ -66,9 +67,15 @@ def code_version() -> str:
     lowers, fuses and schedules (a GELU lowered another way is another kernel), and a cached
     library from older code must not be served as if the new code had built it."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name, path in source_files():
+        h.update(name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def source_files() -> list[tuple[str, Path]]:
+    """Every ``.py`` file of tunebench, every stage's, by its path in the package (what ``code_version`` hashes)."""
+    root = Path(__file__).parent.parent
+    return [(path.relative_to(root).as_posix(), path) for path in sorted(root.rglob("*.py"))]
 
 
 class CacheWarning(UserWarning):
@@ -77,13 +84,13 @@ class CacheWarning(UserWarning):
 
 @dataclass
 class CacheStats:
-    """Counters tests and users read to see what the cache did (``tunebench.cache.STATS``)."""
+    """Counters tests and users read to see what the cache did (``tunebench.serve.cache.STATS``)."""
 
     compiles: int = 0  # subgraphs lowered (and built, if they run in TVM)
     memory_hits: int = 0
     disk_hits: int = 0
     tvm_runs: int = 0  # calls into a compiled TVM subgraph
-    plan_hits: int = 0  # graphs served by a remembered split (``tunebench.plan``), not exported and partitioned again
+    plan_hits: int = 0  # graphs served by a remembered split (``tunebench.serve.plan``), not exported and partitioned again
 
     def reset(self) -> None:
         self.compiles = self.memory_hits = self.disk_hits = self.tvm_runs = self.plan_hits = 0
@@ -277,21 +284,13 @@ class CompileCache:
 
     def _store(self, key: str, folder: Path, entry: Entry) -> bool:
         """Library, then JSON, each to a temp name renamed into place; False if the disk refused."""
-        tag = f"{os.getpid()}.{threading.get_ident()}"
-        tmp_so, tmp_meta = folder / f".{PREFIX}{key}.{tag}.tmp.so", folder / f".{PREFIX}{key}.{tag}.tmp.json"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             if entry.runner == "tvm":
-                entry.module.export_library(str(tmp_so))
-                os.replace(tmp_so, library_file(key, folder))
-            tmp_meta.write_text(json.dumps(entry.meta(key)))
-            os.replace(tmp_meta, folder / owned_name(key, "json"))
+                atomic_write(library_file(key, folder), lambda tmp: entry.module.export_library(str(tmp)), typed=True)
+            atomic_write(folder / owned_name(key, "json"), json.dumps(entry.meta(key)), typed=True)
             entry.size = _files_size(key, folder)
             return True
         except Exception as e:  # disk full, read-only dir, linker failure: serving goes on from memory
-            for tmp in (tmp_so, tmp_meta):
-                with suppress(OSError):
-                    tmp.unlink(missing_ok=True)
             warnings.warn(f"cannot write the tunebench cache in {folder} ({e}); the build is kept in memory only", CacheWarning, stacklevel=5)
             return False
 
@@ -323,41 +322,17 @@ def _files_size(key: str, folder: Path) -> int:
     return size
 
 
+LOCK_FLAGS = os.O_RDONLY | os.O_CREAT  # a key's lock file is empty: only ever created and locked
+
+
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """Hold ``path`` locked; where it cannot be created (read-only or unwritable dir), go on unlocked."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _lock(path, blocking=True)
-    except OSError:
-        fd = None
-    try:
+    """Hold ``path`` locked (``files.locked``: a lock file evicted while we waited is not the lock any
+    more); where it cannot be created (read-only or unwritable dir), go on unlocked."""
+    with ExitStack() as held:
+        with suppress(OSError):
+            held.enter_context(locked(path, LOCK_FLAGS))
         yield
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _lock(path: Path, blocking: bool) -> int | None:
-    """A descriptor holding an exclusive ``flock`` on ``path`` (created if missing), or None if not
-    ``blocking`` and another holds it. A file unlinked while we waited (its entry evicted) is not the
-    lock any more: lock the one now at ``path``."""
-    while True:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -468,10 +443,9 @@ def _remove(folder: Path, key: str) -> int | None:
     temp files and, still holding it, lock file; the bytes freed. None, deleting nothing, if another
     thread or process holds the lock: it is loading or building the entry."""
     lock = folder / owned_name(key, "lock")
-    fd = _lock(lock, blocking=False)
-    if fd is None:
-        return None
-    try:
+    with locked(lock, LOCK_FLAGS, blocking=False) as fd:
+        if fd is None:
+            return None
         freed = _remove_temps(folder, key, 0.0)  # the lock is ours: no writer is using them
         for path in (folder / owned_name(key, "json"), library_file(key, folder), lock):
             with suppress(FileNotFoundError):
@@ -479,8 +453,6 @@ def _remove(folder: Path, key: str) -> int | None:
                 path.unlink()
                 freed += size
         return freed
-    finally:
-        os.close(fd)
 
 
 def _remove_temps(folder: Path, key: str | None, older_than: float) -> int:

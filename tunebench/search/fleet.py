@@ -18,8 +18,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import TunebenchError
 from .addresses import LOOPBACK, is_loopback
-from .errors import TunebenchError
 
 TRACKER_PORT = 9190
 SERVER_PORT = 9090
@@ -50,8 +50,8 @@ def start_server(tracker: str, key: str, host: str = LOOPBACK, port: int = SERVE
     thread pool. ``custom_addr`` is the address the tracker tells clients to connect to (default:
     the one the tracker sees the server connect from).
     """
+    from ..target import physical_cores
     from .rpc import parse_tracker
-    from .target import physical_cores
 
     tracker_addr = parse_tracker(tracker, "--tracker")
     if not is_loopback(host):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..logs.records import HistoryLog, Record
+from ..logs.traces import refitted, schedule_for
+from ..lowering.tasks import Task, extract_tasks
+from ..target import TargetSpec
 from .choose import Coverage, best_records, choose_lowering, stand_ins
-from .records import HistoryLog, Record
 from .runtime import CompiledModel
-from .target import TargetSpec
-from .tasks import Task, extract_tasks
-from .traces import refitted, schedule_for
 
 
 def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], target: TargetSpec) -> tuple[Any, list[str], list[str]]:

@@ -1,6 +1,6 @@
 """Serving's view of a history log: its best record per (workload, target, protocol, machine class), cached on disk.
 
-Serving needs only records that can be a best somewhere (``logs.best_k(records, 1)``): the same
+Serving needs only records that can be a best somewhere (``share.best_k(records, 1)``): the same
 bests for every host and target, the same foreign-record warnings, the same lowering choice. A
 shipped log holds thousands of records whose traces take seconds to parse (the ResNet18 avx2 log,
 8431 records: ~7 s of JSON decoding on a 2-core Zen 4, most of a warm start). So the first process
@@ -17,9 +17,9 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..logs.records import HistoryLog, LogWarning, log_files, read_log, write_log_atomic
+from ..logs.share import best_k
 from .cache import PREFIX, CacheWarning, default_cache_dir
-from .logs import best_k
-from .records import HistoryLog, LogWarning, log_files, read_log, write_log_atomic
 
 DIGEST_VERSION = 1
 

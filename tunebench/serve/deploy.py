@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from .errors import TunebenchError
+from ..errors import TunebenchError
+from ..files import sync_folder, temp_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -51,10 +52,10 @@ class Manifest:
 def save(model: torch.nn.Module, example_inputs: tuple[Any, ...], path: str | os.PathLike[str], **options: Any) -> Manifest:
     """Compile ``model`` for ``example_inputs`` ahead of time (``tunebench.compile``, same options and
     active ``apply_history_best`` block) and write its artifact to the folder ``path``."""
+    from ..target import required_flags
     from .backend import compile, served
     from .cache import library_file
     from .plan import of_split
-    from .target import required_flags
 
     check_destination(path)
     graph = compile(model, *example_inputs, **options).last
@@ -99,7 +100,7 @@ def _tvm_version() -> str:
 def check_destination(path: str | os.PathLike[str]) -> None:
     """Refuse, before any work, a folder ``save`` may not replace: anything but nothing, an empty folder
     or a readable tunebench artifact (a web app's ``manifest.json`` is not one), or one it cannot write."""
-    from .preflight import writable
+    from ..preflight import writable
 
     folder = writable(path, "artifact folder", folder=True)
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -116,15 +117,17 @@ def check_destination(path: str | os.PathLike[str]) -> None:
 def _write(folder: Path, library: Path, manifest: Manifest) -> None:
     """Fill a temp folder, then swap it in by renames: a crash never leaves half an artifact at
     ``folder`` (at worst the old one under a hidden ``.old`` name beside it)."""
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    tmp = temp_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(library, tmp / LIBRARY)
     (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1) + "\n")
-    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    sync_folder(tmp)  # its two files' names reach the disk before the folder is swapped in
+    old = temp_path(folder, "old")
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
+    sync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -219,7 +222,7 @@ def load(path: str | os.PathLike[str], num_threads: int | None = None) -> Deploy
 
     ``num_threads``: TVM's threads per call (default: ``torch.get_num_threads()``).
     """
-    from .target import cpu_model, lacking
+    from ..target import cpu_model, lacking
 
     manifest = read_manifest(path)
     missing = lacking(manifest.needs)

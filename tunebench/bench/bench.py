@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
-from .spin import openmp_spin
-from .zoo import with_batch
+from ..errors import TunebenchError
+from ..serve.spin import openmp_spin
+from ..zoo import with_batch
 
 EAGER, INDUCTOR, UNTUNED, TUNED = "eager", "inductor", "tunebench-untuned", "tunebench-tuned"
 WHOLE = "tunebench-whole-model"
@@ -202,7 +202,7 @@ def set_threads(threads: int) -> dict[str, int]:
     """
     import torch
 
-    from .runtime import set_tvm_threads
+    from ..serve.runtime import set_tvm_threads
 
     torch.set_num_threads(threads)
     return {"torch": torch.get_num_threads(), "tvm": set_tvm_threads(threads)}
@@ -284,14 +284,14 @@ def run_bench(
     the ``build.compile_model`` column, ``saved`` the ``tunebench.save``/``load`` one; ``inductor=False`` and ``fallback`` (the backend's policy for
     untuned subgraphs) serve ``tunebench apply``. ``torch_isa`` (a ``TORCH_ISA`` key) caps PyTorch's ISA.
     """
-    from .context import check_fallback
+    from ..serve.context import check_fallback
 
     _check_counts(iters=iters, warmup=warmup, settle=settle, batch=batch, threads=threads)
     check_fallback(fallback)
     isa_env = _cap_torch_isa(torch_isa)
     import torch
 
-    from .target import host_fingerprint
+    from ..target import host_fingerprint
 
     history, spec, module, inputs = _setup(model, log, target, threads, batch)
     picks = _Picks(untuned, inductor, whole_model, saved, peers, peer_spin, _only(only))
@@ -362,7 +362,7 @@ def _child(model: str, options: dict[str, Any]) -> dict[str, Any]:
     import json
     import subprocess
 
-    code = "import json, sys; from tunebench.bench import run_bench; print(json.dumps(run_bench(sys.argv[1], **json.loads(sys.argv[2])).to_json()))"
+    code = "import json, sys; from tunebench.bench.bench import run_bench; print(json.dumps(run_bench(sys.argv[1], **json.loads(sys.argv[2])).to_json()))"
     args = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
     proc = subprocess.run([sys.executable, "-c", code, model, json.dumps(args)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -398,10 +398,10 @@ def _check_counts(**counts: int | None) -> None:
 
 def _setup(model: str, log: str | Path | None, target: str | None, threads: int | None, batch: int | None) -> tuple[Any, Any, Any, tuple[Any, ...]]:
     """(log, target, module, inputs), the log read first: a bad log path fails before anything compiles."""
-    from .choose import target_for_log
-    from .records import read_log
-    from .target import resolve_target
-    from .zoo import get_model
+    from ..logs.records import read_log
+    from ..serve.choose import target_for_log
+    from ..target import resolve_target
+    from ..zoo import get_model
 
     history = read_log(log) if log is not None else None
     spec = resolve_target(target if target is not None else target_for_log(history), threads)
@@ -563,7 +563,7 @@ def _unusable(history: Any, spec: Any) -> str:
     ``choose.best_records`` decides usability; this only explains its empty answer. A log tuned
     for another CPU, or an ISA this host lacks, would otherwise give a "tuned" column of untuned code.
     """
-    from .choose import best_records
+    from ..serve.choose import best_records
 
     if history is None or best_records(history, spec, warn=False):
         return ""
@@ -578,8 +578,8 @@ def _unusable(history: Any, spec: Any) -> str:
 
 def _missing(config: dict[str, Any]) -> list[str]:
     """ISA flags this CPU lacks for ``config``; none for a target TVM cannot parse (it is unusable anyway)."""
-    from .errors import TunebenchError
-    from .target import missing_flags
+    from ..errors import TunebenchError
+    from ..target import missing_flags
 
     try:
         return missing_flags(config)
@@ -596,8 +596,8 @@ def _serve(col: Column, module: Any, inputs: tuple[Any, ...], cfg: Any) -> None:
     """
     import torch
 
-    from .backend import served, watch
-    from .context import activate
+    from ..serve.backend import served, watch
+    from ..serve.context import activate
 
     compiled = torch.compile(module, backend="tunebench")
 
@@ -625,7 +625,7 @@ def _untuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, flo
     of 10-15 rounds at 15-16 ms (inductor 1.1 vs 18 ms), the TVM columns untouched; without the
     untuned column, no such phase in 60 or 100 rounds (what the naive calls leave behind was not found).
     """
-    from .context import make_config
+    from ..serve.context import make_config
 
     col = Column(UNTUNED)
     if untuned is False:
@@ -645,7 +645,7 @@ def _tuned_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusa
     Skipped with the reason when no record can serve this host and target, or when nothing would
     run in TVM: a "tuned" row timing PyTorch (or naive kernels) would claim what did not happen.
     """
-    from .context import apply_history_best
+    from ..serve.context import apply_history_best
 
     col = Column(TUNED)
     if serving.history is None:
@@ -668,9 +668,9 @@ def _whole_model_column(module: Any, inputs: tuple[Any, ...], serving: _Serving,
     Beside the tuned column, one run compares the two paths under one protocol. Returns the
     column and its lowering time (its compile time counts lowering and build).
     """
-    from .api import lower_model
-    from .backend import Served
-    from .build import compile_model
+    from ..lowering.model import lower_model
+    from ..serve.backend import Served
+    from ..serve.build import compile_model
 
     col = Column(WHOLE)
     if serving.history is None or unusable:
@@ -700,9 +700,9 @@ def _saved_column(module: Any, inputs: tuple[Any, ...], serving: _Serving, unusa
     """The tuned build saved as an artifact and loaded back (``tunebench.save``, ``tunebench.load``),
     called without dynamo. Its compile time is ``save``'s build (the module exported whole, not
     dynamo's graph: another cache entry than the tuned column's), writing and loading."""
-    from .backend import Served
-    from .context import apply_history_best
-    from .deploy import load, save
+    from ..serve.backend import Served
+    from ..serve.context import apply_history_best
+    from ..serve.deploy import load, save
 
     col = Column(SAVED)
     if serving.history is None or unusable:
@@ -776,7 +776,7 @@ def _versions(with_peers: bool = False) -> dict[str, str]:
     import torch
     import tvm
 
-    from . import __version__
+    from .. import __version__
     from .peers import PEERS, version
 
     found = {p: version(p) for p in PEERS} if with_peers else {}
@@ -873,7 +873,7 @@ def apply_model(model: str, log: str | Path, target: str | None = None, fallback
     ``apply_history_best(log)``. A wrong output, or a log with nothing to serve here, is an error,
     not a line in a report.
     """
-    from .errors import TunebenchError
+    from ..errors import TunebenchError
 
     if runs < 1:  # run_bench would name its own --iters
         raise TunebenchError(f"--runs must be at least 1, got {runs}")

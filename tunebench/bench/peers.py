@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
+from ..errors import TunebenchError
 
 ORT, OPENVINO = "onnxruntime", "openvino"
 PEERS = (ORT, OPENVINO)

@@ -15,8 +15,8 @@ import functools
 from collections.abc import Collection
 from typing import Any
 
-from .errors import TunebenchError
-from .target import TargetSpec
+from ..errors import TunebenchError
+from ..target import TargetSpec
 
 
 def export(model: Any, example_inputs: tuple[Any, ...]) -> Any:

@@ -14,11 +14,8 @@ its own files (``cache.owned_name``), so ``tunebench cache clear`` tells them fr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
-import os
-import threading
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +23,9 @@ from typing import Any
 
 import torch
 
-from .cache import PREFIX, code_version, default_cache_dir, owned_name
+from ..files import atomic_write
+from . import keys
+from .cache import default_cache_dir, owned_name
 
 PLAN_VERSION = 1
 
@@ -51,31 +50,14 @@ def plannable(gm: Any) -> bool:
 def plan_key(gm: torch.fx.GraphModule, args: tuple[Any, ...], static: frozenset[int], config_text: str, weights: str) -> str:
     """The key a plan for this graph and call is stored under; ``weights`` is ``weights_digest``'s (the
     backend hashes the weights again only when one changed)."""
-    import tvm
-
-    h = hashlib.sha256(f"{PLAN_VERSION}|{gm.code}|{config_text}|{tvm.__version__}|{torch.__version__}|{code_version()}|{weights}".encode())
-    for i, a in enumerate(args):
-        tensor = isinstance(a, torch.Tensor)
-        h.update((f"|{i}:{tuple(a.shape)}:{a.dtype}:{i in static}|" if tensor else f"|{i}:{a!r}|").encode())
-    return h.hexdigest()
+    inputs = "".join(f"|{i}:{tuple(a.shape)}:{a.dtype}:{i in static}|" if isinstance(a, torch.Tensor) else f"|{i}:{a!r}|" for i, a in enumerate(args))
+    return keys.key(f"plan{PLAN_VERSION}", gm.code, inputs, config_text, weights)
 
 
 def weights_digest(gm: torch.fx.GraphModule, args: tuple[Any, ...], static: frozenset[int]) -> str:
     """The weights a build bakes into its library, by content: the ``static`` inputs (dynamo's lifted
     parameters) and the constants the graph holds itself."""
-    h = hashlib.sha256()
-    for i in sorted(static):
-        h.update(f"|{i}|".encode())
-        h.update(tensor_bytes(args[i]))
-    for name, t in [*gm.named_parameters(), *gm.named_buffers()]:
-        h.update(f"|{name}|".encode())
-        h.update(tensor_bytes(t))
-    return h.hexdigest()
-
-
-def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """A tensor's contents as bytes to hash (a key that binds weights into a library keys them by content)."""
-    return t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().data
+    return keys.weights_digest([*((str(i), args[i]) for i in sorted(static)), *gm.named_parameters(), *gm.named_buffers()])
 
 
 def of_split(fused: torch.fx.GraphModule, entry_key: str, dynamic: list[int]) -> Plan | None:
@@ -114,14 +96,8 @@ def load(key: str, directory: Path | None) -> Plan | None:
 
 def store(key: str, directory: Path | None, plan: Plan) -> None:
     """Write the plan by a temp file renamed into place; a disk that refuses only costs the next process the split."""
-    path = _path(key, directory)
-    tmp = path.with_name(f".{PREFIX}{key}.{os.getpid()}.{threading.get_ident()}.tmp.json")
     with suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(asdict(plan)))
-        os.replace(tmp, path)
-    with suppress(OSError):
-        tmp.unlink(missing_ok=True)
+        atomic_write(_path(key, directory), json.dumps(asdict(plan)), typed=True)
 
 
 def _path(key: str, directory: Path | None) -> Path:

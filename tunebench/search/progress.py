@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .search import SEARCH, TRANSFER, SearchState
+from .driver import SEARCH, TRANSFER, SearchState
 
 
 def _ms(seconds: float) -> str:
@@ -101,7 +101,7 @@ class _Status:
 
 
 class LiveReporter:
-    """Reporter for ``search.tune_tasks`` that keeps a rich Live view up to date."""
+    """Reporter for ``driver.tune_tasks`` that keeps a rich Live view up to date."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..errors import TunebenchError
 from .addresses import public_addresses
-from .errors import TunebenchError
 from .settings import MeasureConfig, evaluator_config
 
 # The tracker answers at once; a longer wait means a wrong address or a firewall.

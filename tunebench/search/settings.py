@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import TunebenchError
-from .records import PROTOCOLS
+from ..errors import TunebenchError
+from ..logs.records import PROTOCOLS
 
 # Timing per candidate (``records.PROTOCOLS`` says why two protocols). Warm: ``REPEAT`` samples, each
 # at least ``MIN_REPEAT_MS`` of back-to-back calls, so one noisy sample cannot crown a candidate.

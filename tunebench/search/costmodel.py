@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
+
 MAX_PER_GROUP = 256
 SUFFIX = ".costmodel.npz"
 
@@ -49,9 +51,7 @@ def save(model: Any, path: Path, here: str) -> int:
             rows.append(len(group.features[i]))
             feats.append(group.features[i])
     booster = np.frombuffer(bytes(model.booster.save_raw("json")), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez_compressed(
-        tmp,
+    arrays = dict(
         classes=np.array(classes, dtype=str),
         hashes=np.array(hashes, dtype=str),
         counts=np.array(counts, dtype=np.int64),
@@ -60,7 +60,7 @@ def save(model: Any, path: Path, here: str) -> int:
         features=np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, 0), np.float32),
         booster=booster,
     )
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays), typed=True)  # numpy adds .npz to a name without it
     return int(sum(counts))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from .errors import TunebenchError
+from ..errors import TunebenchError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
+from ..errors import TunebenchError
 
 FALLBACKS = ("untuned", "never")
 LogPaths = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
@@ -81,7 +81,7 @@ def make_config(
     ``ForeignRecordWarning``: applying them could end in an illegal instruction. A config asked for
     again while the first is live comes back as it was (module docstring), warnings not repeated.
     """
-    from .records import HistoryLog
+    from ..logs.records import HistoryLog
 
     check_fallback(fallback)
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
@@ -102,8 +102,8 @@ def make_config(
 def _asked(logs: LogPaths, target: Any, settings: tuple[Any, ...]) -> tuple[Any, ...]:
     """What a config made from log files depends on, cheap to compute: each file by path, size and
     modification time (a tune appending to it makes another config), the arguments, and the host."""
-    from .records import log_files
-    from .target import host_key
+    from ..logs.records import log_files
+    from ..target import host_key
 
     files = []
     for path in log_files(logs):
@@ -114,10 +114,10 @@ def _asked(logs: LogPaths, target: Any, settings: tuple[Any, ...]) -> tuple[Any,
 
 def _make(logs: Any, target: Any, opt_level: int, fallback: str, cache_dir: Path | None, num_threads: int | None, winograd: bool) -> ServingConfig:
     """Read the logs (or take a ``HistoryLog``) as ``digest`` reduces them, pick the best usable records, key the result."""
+    from ..logs.records import HistoryLog
+    from ..target import resolve_target
     from .choose import best_records, target_for_log
     from .digest import read_for_serving
-    from .records import HistoryLog
-    from .target import resolve_target
 
     log = logs if isinstance(logs, HistoryLog) or logs is None else read_for_serving(logs, cache_dir)
     spec = resolve_target(target if target is not None else target_for_log(log))

@@ -39,15 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import TunebenchError
+from ..logs import records as rec
+from ..logs.traces import refitted, relatives, schedule_for
+from ..lowering.tasks import Task, model_latency
+from ..target import TargetSpec, class_distance, host_fingerprint, runnable, same_preset
+from ..target import identity as target_identity
 from . import costmodel
-from . import records as rec
-from .errors import TunebenchError
 from .measure import import_tensor_intrinsics, make_builder, make_runner
 from .settings import MeasureConfig
-from .target import TargetSpec, class_distance, host_fingerprint, runnable, same_preset
-from .target import identity as target_identity
-from .tasks import Task, model_latency
-from .traces import refitted, relatives, schedule_for
 
 TUNERS = ("xgb", "random")
 MAX_BATCH = 64
@@ -122,7 +122,7 @@ class SearchState:
     started: float = math.nan  # default: ``now()`` at creation
     deadline: float = math.inf  # when ``timeout`` stops the run
     # the clock of the run's schedule and ETA, looked up when the state is made: a test that fakes
-    # ``search.time`` fakes the deadline too (bound at import, it silently kept the real clock)
+    # ``driver.time`` fakes the deadline too (bound at import, it silently kept the real clock)
     now: Callable[[], float] = field(default_factory=lambda: time.time)
     paces: dict[str, Pace] = field(default_factory=lambda: {TRANSFER: Pace(), SEARCH: Pace()})
     interrupted: bool = False
@@ -219,7 +219,7 @@ class Priors:
 def load_priors(log_path: Path, target: TargetSpec, here: str, transfer_from: list[str | Path] | None = None) -> Priors:
     """Split the log's records for ``target`` into this machine's and the rest; add ``--from`` logs' runnable records."""
     log = rec.read_log(log_path) if log_path.exists() else rec.HistoryLog()
-    mine = target_identity(target.config)
+    mine = target.identity
     priors = Priors(workloads=dict(log.workloads), here=here)
     for r in log.records:
         if target_identity(r.target) == mine:

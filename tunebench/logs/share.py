@@ -16,25 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TunebenchError
-from .records import HistoryLog, Record, WorkloadEntry, locked, log_files, read_log, tvm_version, write_log_atomic
-from .target import canonical, missing_flags, preset_of, resolve_target
-from .target import identity as target_identity
+from ..errors import TunebenchError
+from ..files import locked
+from ..target import canonical, preset_of, resolve_target
+from ..target import identity as target_identity
+from .records import HistoryLog, Record, WorkloadEntry, log_files, read_log, tvm_version, unusable_reason, write_log_atomic
 
 
-def unusable_reason(record: Record) -> str:
-    """Why this machine cannot use ``record`` ('' if it can): ISA it lacks, or another TVM's schedule."""
-    if record.target.get("kind") != "llvm":
-        return f"target kind {record.target.get('kind')!r}"
-    try:
-        missing = missing_flags(record.target)  # LLVM's features for its mcpu and mattr, any mcpu
-    except TunebenchError as e:  # a target this TVM cannot even parse
-        return str(e)
-    if missing:
-        return f"CPU lacks {', '.join(missing)}"
-    if record.tvm != tvm_version():
-        return f"measured with TVM {record.tvm}"
-    return ""
+def _not_usable_here(record: Record) -> str:
+    """What ``logs show`` says in its usable column ('' for yes): ``records.unusable_reason`` (for any
+    target of this host), or a schedule from another TVM, which serving tries but may not replay."""
+    reason = unusable_reason(record)
+    if not reason and record.tvm != tvm_version():
+        reason = f"measured with TVM {record.tvm}"
+    return reason
 
 
 def measured_where(record: Record) -> str:
@@ -112,7 +107,7 @@ def summarize(path: str | os.PathLike[str]) -> LogSummary:
         w = log.workloads.get(key) or WorkloadEntry(key, "?", 0.0, "", 1)
         ok = [r for r in recs if r.ok]
         best = min(ok, key=lambda r: r.rank) if ok else None
-        reason = unusable_reason(best) if best else ""
+        reason = _not_usable_here(best) if best else ""
         rows.append(WorkloadRow(w.task, key, w.flop, w.weight, preset_of(recs[0].target), machine, len(recs), len(recs) - len(ok), best, reason))
     rows.sort(key=lambda row: (row.target, row.machine, -row.weight * row.latency if math.isfinite(row.latency) else 0.0, row.task, row.key))
     kinds = sorted({(row.target, row.machine) for row in rows})
@@ -135,7 +130,7 @@ def log_targets(log: HistoryLog) -> list[str]:
 def model_totals(model: str, log: HistoryLog, config: str, lowerings: list[tuple[str, list[Any]]]) -> list[ModelTotal]:
     """``model``'s estimated latency under target ``config`` (one of ``log_targets``), one total per
     lowering (name, its tasks): weight x the best record this machine would serve, per task."""
-    from .tasks import model_latency
+    from ..lowering.tasks import model_latency
 
     spec = resolve_target(json.dumps(json.loads(config)), check=False)
     mine = [r for r in log.records if target_identity(r.target) == config]

@@ -1,13 +1,13 @@
 """Serving: the ``tunebench`` torch.compile backend and ``tunebench.compile`` (ahead of time).
 
-As torch_tvm did, a captured graph is split (``tunebench.partition``, which ``tunebench tune``
+As torch_tvm did, a captured graph is split (``tunebench.lowering.partition``, which ``tunebench tune``
 partitions with too): operators the Relax torch frontend converts form TVM subgraphs, everything
 else stays in PyTorch, so a model with one unsupported op still runs.
 
 Each distinct call signature (input shapes and dtypes, the weights' storage, plus the active
 ``ServingConfig``, by content: its ``token``) gets its own specialized graph: exported to core ATen,
 partitioned with torch.fx's ``CapabilityBasedPartitioner``, each TVM subgraph looked up in the compile cache; a graph wholly in
-one TVM subgraph is remembered (``tunebench.plan``), and the next process skips straight to the cache. Parameters and
+one TVM subgraph is remembered (``tunebench.serve.plan``), and the next process skips straight to the cache. Parameters and
 buffers are bound as constants (so constant folding and tuned workloads match ``tunebench
 tune``). Weights changed after compiling are caught by their version counters (``load_state_dict``,
 in-place updates under ``no_grad``): the graph is rebuilt under the config it was built with, with a
@@ -30,7 +30,6 @@ PyTorch (untuned TVM kernels are naive), with one warning giving the coverage;
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -40,12 +39,12 @@ from typing import Any
 
 import torch
 
-from . import plan
-from .cache import CACHE, STATS, Entry, code_version
+from ..errors import TunebenchError
+from ..lowering.partition import Partition, partition, static_inputs
+from ..lowering.partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
+from . import keys, plan
+from .cache import CACHE, STATS, Entry
 from .context import ServingConfig, current, in_block, make_config
-from .errors import TunebenchError
-from .partition import Partition, partition, static_inputs
-from .partition import relax_convertible_ops as relax_convertible_ops  # where callers have always found it
 from .runtime import PlannedGraph, TvmSubgraph
 
 OPTIONS = ("target", "logs", "cache_dir", "fallback", "num_threads", "opt_level", "winograd")
@@ -72,7 +71,7 @@ class SubgraphInfo:
     tasks: int
     applied: list[str] = field(default_factory=list)  # workload keys with a record applied
     reason: str = ""
-    lowering: str = ""  # choose.Lowering as text: the conv layout (and Winograd shapes) chosen from the log
+    lowering: str = ""  # choose.LoweringChoice as text: the conv layout (and Winograd shapes) chosen from the log
     flop: float = 0.0  # FLOP per call of its tasks
     transferred: list[str] = field(default_factory=list)  # of ``applied``: a stand-in's schedule, refitted (choose.stand_ins)
     cache_key: str = ""  # its compile-cache entry
@@ -166,22 +165,15 @@ def _build_lock() -> Any:
 
 def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], examples: list[torch.Tensor], cfg: ServingConfig) -> str:
     """Graph code, weights (by content), input shapes/dtypes, target, records, versions and tunebench's own code."""
-    import tvm
-
-    h = hashlib.sha256(sub.code.encode())
-    for j in sorted(bound):
-        t = bound[j].detach()
-        h.update(f"|{j}:{tuple(t.shape)}:{t.dtype}|".encode())
-        h.update(plan.tensor_bytes(t))
-    h.update(repr([(tuple(x.shape), str(x.dtype)) for x in examples]).encode())
-    h.update(f"|{cfg.build_text}|{tvm.__version__}|{torch.__version__}|{code_version()}".encode())
-    return h.hexdigest()
+    weights = keys.weights_digest((f"{j}:{tuple(bound[j].shape)}:{bound[j].dtype}", bound[j]) for j in sorted(bound))
+    inputs = repr([(tuple(x.shape), str(x.dtype)) for x in examples])
+    return keys.key("build", sub.code, inputs, cfg.build_text, weights)
 
 
 def _lower_and_build(part: Partition, cfg: ServingConfig) -> Entry:
     import tvm
 
-    from . import frontend
+    from ..lowering import frontend
     from .build import apply_records, build
     from .choose import choose_lowering
 
