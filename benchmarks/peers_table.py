@@ -42,7 +42,7 @@ def _cell(c: dict[str, Any]) -> str:
 
 def row(doc: dict[str, Any]) -> str:
     """One model's row: each column's median (p10-p90) ms, and the faster peer over tunebench."""
-    from tunebench.bench import faster_peer_over
+    from tunebench.bench.bench import faster_peer_over
 
     cols = {c["name"]: c for c in doc["columns"]}
 

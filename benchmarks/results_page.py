@@ -109,8 +109,8 @@ def zoo_section(paths: list[Path]) -> str:
 
 def peers_section(paths: list[Path]) -> str:
     """``tunebench bench --peers`` files (``benchmarks/peers_table.py``): eager, the peers and tunebench, per model."""
-    sys.path.insert(0, str(ROOT))  # tunebench.bench imports only the standard library at its top
-    from tunebench.bench import faster_peer_over
+    sys.path.insert(0, str(ROOT))  # tunebench.bench.bench imports only the standard library at its top
+    from tunebench.bench.bench import faster_peer_over
 
     names = ("eager", "onnxruntime", "openvino", "tunebench-tuned", "tunebench-saved")
     rows, commands = [], []
