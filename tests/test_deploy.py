@@ -23,7 +23,7 @@ from tiny import tiny_conv  # noqa: E402
 CHILD = """
 import json, sys
 import tunebench, torch
-from tunebench import deploy
+from tunebench.serve import deploy
 served = deploy.load({path!r})
 x = torch.tensor({x}).reshape({shape})
 out = served(x)

@@ -50,7 +50,7 @@ def test_fd2_of_the_process_and_its_workers_goes_to_the_file_python_stderr_stays
     log = tmp_path / "run.tvm.txt"
     script = f"""
 import os, subprocess, sys
-from tunebench import tvmlog
+from tunebench.search import tvmlog
 with tvmlog.captured({str(log)!r}) as capture:
     os.write(2, {(POOL_RULE + chr(10)).encode()!r})
     subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write({AFFINITY!r} + chr(10))"], check=True)
