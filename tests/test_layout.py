@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,8 +36,8 @@ def test_blocked_lowering_matches_eager() -> None:
     module, (x,) = get_model(TINY)
     lowered = api.lower_model(TINY, "avx2", layout="blocked")
     names = [t.name for t in lowered.tasks]
-    # conv2 (8 -> 8 channels) is blocked by 8; conv1 reads 3 channels and stays NCHW
-    assert sum(layout.TASK_MARK in n for n in names) == 1, names
+    # both convs blocked by 8: conv2 (8 -> 8 channels) and conv1, whose 3 input channels are one block
+    assert sum(layout.TASK_MARK in n for n in names) == 2, names
     compiled = runtime.CompiledModel(build.build(lowered.relax_mod, lowered.target), choose.Coverage([]))
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)
@@ -43,6 +45,40 @@ def test_blocked_lowering_matches_eager() -> None:
         api.lower_model(TINY, "avx2", winograd=True, layout="blocked")
     with pytest.raises(TunebenchError, match="unknown layout 'nhwc'"):
         api.lower_model(TINY, "avx2", layout="nhwc")
+
+
+MOBILE = "tests/fixtures/tiny.py:tiny_mobile"
+
+
+def _kernels(mod: Any) -> list[str]:
+    """The PrimFuncs the lowered model calls, in order (a kernel per call)."""
+    return re.findall(r"R\.call_tir\((?:cls\.)?(\w+)", mod["main"].script())
+
+
+@pytest.mark.parametrize("preset", ["avx2", "avx512"])
+def test_depthwise_and_stem_convs_stay_blocked(preset: str) -> None:
+    """MobileNetV2's pattern blocked end to end: the 3-channel stem writes blocked output, the depthwise
+    conv runs blocked (``_depthwise_nchwc``) and its ReLU6 fuses into the conv, so the activations
+    change layout only at the model's input and output. A grouped conv that is not depthwise stays NCHW.
+    AVX-512 is lowered and compiled on any host (run where the host has it)."""
+    from tunebench.lowering import frontend
+    from tunebench.zoo import get_model
+
+    module, (x,) = get_model(MOBILE)
+    spec = resolve_target(preset, check=False)
+    mod = frontend.optimize(frontend.to_relax(frontend.export(module, (x,))), spec, layout="blocked")
+    kernels = _kernels(mod)
+    assert sum("layout_transform" in k for k in kernels) == 2, kernels  # in and out, nothing between
+    assert kernels[1].startswith("fused_conv2d_NCHWc"), kernels  # the stem, right after the input's
+    assert sum(layout.DEPTHWISE_MARK in k for k in kernels) == 1, kernels
+    nchw = [k for k in kernels if "conv2d" in k and layout.TASK_MARK not in k]
+    assert len(nchw) == 1 and nchw[0] == kernels[-1], kernels  # the 2-group conv, last
+    assert not any("clip" in k or k.startswith(("maximum", "minimum")) for k in kernels), kernels  # ReLU6 fused
+    executable = build.build(mod, spec)
+    if preset == "avx2" or "avx512f" in target.cpu_flags():
+        compiled = runtime.CompiledModel(executable, choose.Coverage([]))
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)
 
 
 def _log(tasks: list, seconds: float, protocol: str, host: dict | None = None) -> HistoryLog:
