@@ -30,7 +30,7 @@ tune: $(VENV_OK)
 
 test: $(VENV_OK)
 	.venv/bin/ruff check tunebench models tests benchmarks
-	.venv/bin/python -m pytest -x -q -n auto --dist loadfile
+	.venv/bin/python -m pytest -x -q -n auto --dist loadfile --durations=15
 
 # Rerun the ResNet18 benches and the tuning throughput, then write docs/results.md from benchmarks/results/.
 bench: $(VENV_OK)

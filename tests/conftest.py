@@ -38,14 +38,27 @@ def shared_measurement_pools() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 trials on each of tiny_conv's 2 tasks (NCHW layout), every task with at least one successful record."""
+def tiny_log(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """4 trials on each of tiny_conv's 2 tasks (NCHW layout), every task with at least one successful record.
+
+    Tuned once per test run: under pytest-xdist the workers share it (the first one tunes, the others
+    wait on the lock and read it), since starting a real search's worker processes is most of its
+    minute. Tests only read it; those that change a log copy it first.
+    """
     from tunebench import api
+    from tunebench.files import locked
     from tunebench.logs.records import read_log
 
-    path = tmp_path_factory.mktemp("tiny") / "tiny.jsonl"
-    state = api.tune(TINY, "avx2", log=path, trials=8, trials_per_task=4, layout="nchw", measure=PATIENT)
-    assert state.new_trials == 8
+    run_dir = tmp_path_factory.getbasetemp()
+    folder = (run_dir.parent if worker_id != "master" else run_dir) / "tiny-log"  # xdist: the run's folder above the workers'
+    tuned = folder / "tuned"
+    with locked(folder / "tuning.lock"):
+        if not tuned.exists():
+            work = folder / "tuning"  # renamed when whole: a worker never reads a half-tuned log (or its cost model)
+            state = api.tune(TINY, "avx2", log=work / "tiny.jsonl", trials=8, trials_per_task=4, layout="nchw", measure=PATIENT)
+            assert state.new_trials == 8
+            work.rename(tuned)
+    path = tuned / "tiny.jsonl"
     tasks = {t.workload_key for t in api.lower_model(TINY, "avx2", layout="nchw").tasks}
     assert set(read_log(path).best()) == tasks, "the tiny tuning run left a task without a successful record"
     return path

@@ -49,7 +49,8 @@ def eta(state: SearchState) -> float | None:
     A phase with trials left and no finished batch makes the ETA unknown, even when the other
     phase's pace alone reaches the deadline: the run's first batch waits for the worker pools to
     start (a minute, loaded AMD EPYC Zen 3), so one batch of replays can promise the whole budget
-    and the next withdraw it. A ``--timeout`` run ends at its deadline: the ETA never passes it.
+    and the next withdraw it. A ``--timeout`` run ends at the last batch boundary before its
+    deadline (``SearchState.fit_before_deadline``): the ETA counts the phase that reaches it in whole batches.
     """
     to_deadline = max(0.0, state.deadline - state.now())
     if all(s.done for s in state.states) or state.fit_before_deadline(state.next_phase()) < 1:
@@ -59,10 +60,16 @@ def eta(state: SearchState) -> float | None:
     paces = {phase: state.paces[phase].per_trial for phase, trials in left.items() if trials}
     if any(math.isnan(pace) for pace in paces.values()):
         return None
-    phase = state.next_phase()
-    if phase in paces and left[phase] * paces[phase] >= to_deadline:  # this phase runs into the deadline
-        return math.floor(to_deadline / paces[phase]) * paces[phase]  # in whole trials: the run stops when less than one fits
-    return min(to_deadline, sum(left[p] * pace for p, pace in paces.items()))
+    before = 0.0  # the phases' time up to the one that runs into the deadline
+    for phase in (TRANSFER, SEARCH):
+        if phase not in paces:
+            continue
+        pace = state.paces[phase]
+        needs = math.ceil(left[phase] / (pace.trials / pace.batches)) * pace.per_batch  # in whole batches (``Pace.per_batch``)
+        if before + needs >= to_deadline:  # none starts with less than a batch's time left
+            return before + math.floor((to_deadline - before) / pace.per_batch) * pace.per_batch
+        before += needs
+    return before
 
 
 def _eta_text(state: SearchState) -> str:
