@@ -46,18 +46,24 @@ json_values = st.recursive(
 )
 
 
+def cut_or_garbled(draw: st.DrawFn, how: str, raw: bytes) -> bytes:
+    """``raw`` truncated (``how == "truncate"``) or with 1-4 bytes overwritten (``"garble"``): the
+    damage a log line and a manifest file share."""
+    if how == "truncate":
+        return raw[: draw(st.integers(0, len(raw) - 1))]
+    data = bytearray(raw)
+    for _ in range(draw(st.integers(1, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
 @st.composite
 def damaged(draw: st.DrawFn, line: bytes) -> bytes:
     """``line`` (a JSON object and its newline) truncated, garbled, mistyped or replaced by garbage; still one line or more."""
     body = line.rstrip(b"\n")
     how = draw(st.sampled_from(["truncate", "garble", "mistype", "garbage", "nested"]))
-    if how == "truncate":
-        body = body[: draw(st.integers(0, len(body) - 1))]
-    elif how == "garble":
-        raw = bytearray(body)
-        for _ in range(draw(st.integers(1, 4))):
-            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
-        body = bytes(raw)
+    if how in ("truncate", "garble"):
+        body = cut_or_garbled(draw, how, body)
     elif how == "mistype":
         obj = json.loads(body)
         obj[draw(st.sampled_from(sorted(obj)))] = draw(json_values)
@@ -202,13 +208,8 @@ def manifests(draw: st.DrawFn, text: str) -> bytes:
     elif how == "reorder":
         obj = dict(draw(st.permutations(list(obj.items()))))
     raw = json.dumps(obj).encode()
-    if how == "truncate":
-        raw = raw[: draw(st.integers(0, len(raw) - 1))]
-    elif how == "garble":
-        data = bytearray(raw)
-        for _ in range(draw(st.integers(1, 4))):
-            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-        raw = bytes(data)
+    if how in ("truncate", "garble"):
+        raw = cut_or_garbled(draw, how, raw)
     elif how == "nested":
         raw = raw[:-1] + b', "x": ' + b"[" * 5000 + b"}"
     return raw
