@@ -10,7 +10,7 @@ import pytest
 
 from tunebench.logs import records
 from tunebench.lowering.tasks import Task
-from tunebench.search.driver import SearchState, TaskState, _search
+from tunebench.search.driver import FIRST_BATCH, SearchState, TaskState, _search
 from tunebench.search.progress import eta, status_line
 
 TRANSFER_PACE = 1.0  # seconds per replayed schedule
@@ -36,17 +36,21 @@ class FakeBatcher:
     startup: float = 60.0  # the run's first batch waits for the worker pools
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
+    candidates: int = CANDIDATES
+
     def run(self, s: TaskState, limit: int, state: SearchState) -> tuple[int, bool]:
-        self.clock.t, self.startup = self.clock.t + self.startup, 0.0
+        t = self.clock.t
         carried = bool(s.carry)
         if carried:
             picked, s.carry = s.carry[:limit], s.carry[limit:]
             n = len(picked)
-            cost = n * TRANSFER_PACE
         else:
-            n = min(limit, CANDIDATES)
-            cost = SEARCH_OVERHEAD + n * SEARCH_PACE
-        self.clock.t += cost * self.rng.uniform(0.8, 1.2)
+            n = min(limit, self.candidates)
+            self.clock.t += SEARCH_OVERHEAD * self.rng.uniform(0.8, 1.2)
+            t = state.clock("search", t)
+        self.clock.t += self.startup + n * (TRANSFER_PACE if carried else SEARCH_PACE) * self.rng.uniform(0.8, 1.2)
+        self.startup = 0.0
+        state.clock("build", t)  # as ``driver._measure``: builds and runs, the pools' start-up in the first
         s.best_record = records.Record(s.task.workload_key, [], [], [1e-3], None, {}, {}, "x")
         return n, carried
 
@@ -55,12 +59,12 @@ def _state(clock: Clock, budget: int, timeout: float = math.inf) -> SearchState:
     """Ten tasks with 8 schedules from elsewhere each: 80 replays, then the rest of ``budget`` searched."""
     carry = [records.Record("other", [], [], [1e-3], None, {}, {}, "x")] * 8
     tasks = [TaskState(Task(f"conv{i}", "conv2d", 1e6, 1, f"k{i}", None), carry=list(carry)) for i in range(10)]
-    state = SearchState(tasks, budget, now=clock)
+    state = SearchState(tasks, budget, now=clock, search_batch=CANDIDATES)
     state.deadline = state.started + timeout
     return state
 
 
-def _run(state: SearchState, clock: Clock) -> list[tuple[float, float | None, bool, str]]:
+def _run(state: SearchState, clock: Clock, batcher: FakeBatcher | None = None) -> list[tuple[float, float | None, bool, str]]:
     """Run the real search loop on the fake batcher; per report: time, ETA, whether a search batch was done, the line."""
     reports = []
 
@@ -68,7 +72,7 @@ def _run(state: SearchState, clock: Clock) -> list[tuple[float, float | None, bo
         reports.append((clock.t, eta(st), st.paces["search"].trials > 0, str(status_line(st))))
 
     reporter("start", state)  # as ``tune_tasks`` does before the loop
-    _search(FakeBatcher(clock), state, math.inf, reporter)  # type: ignore[arg-type]
+    _search(batcher or FakeBatcher(clock), state, math.inf, reporter)  # type: ignore[arg-type]
     return reports
 
 
@@ -90,8 +94,8 @@ def test_eta_is_unknown_until_a_search_batch_then_within_a_quarter_of_the_truth(
     state = _state(clock, budget=80 + 320)
     reports = _run(state, clock)
     assert state.stopped_by == "trial budget reached"
-    assert reports[0][1] is None and "until the first replayed schedules are timed" in reports[0][3]
-    assert any("until the first search batch is timed" in r[3] for r in reports)
+    assert reports[0][1] is None and "until the replays' pace is measured" in reports[0][3]
+    assert any("until the search's pace is measured" in r[3] for r in reports)
     assert _check_after_first_search_batch(reports, end=clock.t) >= 5
 
 
@@ -99,7 +103,7 @@ def test_eta_is_unknown_until_a_search_batch_then_within_a_quarter_of_the_truth(
 # left would still overshoot (its pace is unknown until it ends): both budgets leave it room
 @pytest.mark.parametrize("timeout", [450.0, 700.0])
 def test_with_a_timeout_the_eta_is_bounded_by_it_and_the_run_ends_near_it(timeout: float) -> None:
-    """No batch starts with less than its phase's mean batch time left (a search batch cut to fit costs nearly
+    """No batch starts where its fixed part would not end by the deadline (a search batch cut to fit costs nearly
     a whole one: sized by trials, a 10-minute ``make tune`` ran 11 min 17 s on the Zen 3), and the first search
     batch is ``MIN_BATCH`` (at the run's overall rate, replays included, these runs overshot by 90 s and 32 s).
     While the search's pace is unknown the ETA is too, though the replays' first batch (pool start-up included)
@@ -108,9 +112,25 @@ def test_with_a_timeout_the_eta_is_bounded_by_it_and_the_run_ends_near_it(timeou
     state = _state(clock, budget=100_000, timeout=timeout)
     reports = _run(state, clock)
     assert state.stopped_by == "timeout"
-    batch = state.paces["search"].per_batch
+    batch = state.paces["search"].batch_seconds(1)  # the most a run can stop short: no batch of one trial fits
     assert state.deadline - 1.25 * batch <= clock.t <= state.deadline + 0.05 * timeout, (clock.t - state.deadline, batch)
     for t, predicted, _, _ in reports:
         assert predicted is None or predicted <= max(0.0, state.deadline - t) + 1e-9
     assert "--timeout ends it within" in reports[0][3]
     assert _check_after_first_search_batch(reports, end=clock.t) >= 2
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1500.0])
+def test_the_eta_counts_each_batch_at_its_own_size(timeout: float) -> None:
+    """Tasks with nothing timed here get a first batch of ``FIRST_BATCH``, the search then asks for 64: counted at
+    the first batches' mean time and size, the ETA said 2240 s where 800 were left here (+180%; the other way on a
+    real MobileNetV2 run, -48%: its first batches' fixed part was smaller than this one's). A batch is its fixed part
+    plus its trials' builds and runs (``driver.Pace``)."""
+    clock = Clock()
+    fresh = [TaskState(Task(f"conv{i}", "conv2d", 1e6, 1, f"k{i}", None)) for i in range(10)]
+    state = SearchState(fresh, 10 * FIRST_BATCH + 5 * 64, now=clock, search_batch=64)
+    state.deadline = state.started + timeout
+    reports = _run(state, clock, FakeBatcher(clock, candidates=64))
+    sizes = {n for n, _, _ in state.paces["search"].done}
+    assert sizes == {FIRST_BATCH, 64} or (math.isfinite(timeout) and FIRST_BATCH in sizes and len(sizes) > 1), sizes
+    assert _check_after_first_search_batch(reports, end=clock.t) >= 9

@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -95,31 +96,50 @@ TRANSFER, SEARCH = "transfer", "search"  # a run's phases: schedules from elsewh
 
 @dataclass
 class Pace:
-    """One phase's finished batches: trials and wall seconds. A replayed schedule is a build and a
-    run; a searched one also waits for the evolutionary search and the cost model (4-5x slower,
-    Intel Xeon emeraldrapids, issue 25), so a run's overall rate predicts neither phase."""
+    """One phase's finished batches, each as (trials, wall seconds, seconds of those spent building
+    and timing). A replayed schedule is a build and a run; a searched one also waits for the
+    evolutionary search and the cost model (4-5x slower, Intel Xeon emeraldrapids, issue 25), so a
+    run's overall rate predicts neither phase. Within a phase a batch costs a fixed part (the
+    search, the cost model, the log) plus a part per trial (its builds and runs): a 12-trial last
+    batch took 100 s where 41-trial ones took 90-106 s (ResNet18), and 8-16-trial batches ~30 s
+    where a 64-trial one took 89 s (MobileNetV2), AMD EPYC Zen 3. Medians over the batches: one
+    slow batch (another job on the host, a slow task) moves neither part."""
 
-    trials: int = 0
-    seconds: float = 0.0
-    batches: int = 0
+    done: list[tuple[int, float, float]] = field(default_factory=list)
 
-    def add(self, trials: int, seconds: float) -> None:
+    def add(self, trials: int, seconds: float, measuring: float) -> None:
         if trials:
-            self.trials += trials
-            self.seconds += seconds
-            self.batches += 1
+            self.done.append((trials, seconds, min(measuring, seconds)))
+
+    @property
+    def batches(self) -> int:
+        return len(self.done)
+
+    @property
+    def trials(self) -> int:
+        return sum(n for n, _, _ in self.done)
+
+    @property
+    def overhead(self) -> float:
+        """A batch's fixed seconds, whatever its size; nan before the first batch."""
+        return statistics.median(sec - m for _, sec, m in self.done) if self.done else math.nan
 
     @property
     def per_trial(self) -> float:
-        """Seconds per trial so far; nan before the phase's first batch."""
-        return self.seconds / self.trials if self.trials else math.nan
+        """Seconds each trial adds to its batch; nan before the first batch."""
+        return statistics.median(m / n for n, _, m in self.done) if self.done else math.nan
 
-    @property
-    def per_batch(self) -> float:
-        """Seconds per batch so far; nan before the first. A search batch costs about the same
-        whatever its size: the evolutionary search and the cost model, not the builds, set it
-        (a 12-trial last batch took 100 s where 41-trial ones took 90-106 s, AMD EPYC Zen 3)."""
-        return self.seconds / self.batches if self.batches else math.nan
+    def batch_seconds(self, trials: int) -> float:
+        """How long a batch of ``trials`` should take (nan before the first batch)."""
+        return self.overhead + trials * self.per_trial
+
+    def trials_within(self, seconds: float) -> float:
+        """The most trials one batch can take and still end within ``seconds`` (inf when trials cost nothing)."""
+        if seconds < self.overhead or seconds <= 0:
+            return 0.0
+        if math.isinf(seconds) or self.per_trial <= 0:
+            return math.inf
+        return math.floor((seconds - self.overhead) / self.per_trial)
 
 
 @dataclass
@@ -137,6 +157,8 @@ class SearchState:
     interrupted: bool = False
     stopped_by: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for benchmarks
+    startup: float = math.nan  # seconds of the run's first batch, the worker pools' start-up included (``timed``)
+    search_batch: int = MAX_BATCH  # candidates a search batch asks for (``num_trials_per_iter``), set when the search opens
     # per batch the cost model predicted before measuring: (task, carried over?, rank correlation
     # of its scores with the measured speeds); how much a warm-started model knows, for benchmarks
     predictions: list[tuple[str, bool, float]] = field(default_factory=list)
@@ -153,6 +175,19 @@ class SearchState:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
         return now
 
+    def timed(self, phase: str, trials: int, seconds: float, measuring: float) -> None:
+        """Count a finished batch in its phase's pace; the run's first batch in none: it also waits for
+        the worker pools to start (27 s before 7 replays where the next 8 took 5 s, MobileNetV2, AMD EPYC
+        Zen 3), which no later batch pays."""
+        if trials and math.isnan(self.startup):
+            self.startup = seconds
+        else:
+            self.paces[phase].add(trials, seconds, measuring)
+
+    def measuring(self) -> float:
+        """Seconds spent so far building and timing candidates: the part of a batch that grows with its size."""
+        return self.seconds.get("build", 0.0) + self.seconds.get("run", 0.0)
+
     @property
     def transfer_left(self) -> int:
         """Schedules from elsewhere still to time here, on tasks still searched."""
@@ -163,21 +198,21 @@ class SearchState:
         return TRANSFER if self.transfer_left else SEARCH
 
     def fit_before_deadline(self, phase: str) -> float:
-        """Trials of ``phase`` that fit before the deadline at that phase's pace (inf without one).
+        """Trials of ``phase`` one batch can take and still end by the deadline (inf without one).
 
         Below 1 the run stops: ``--timeout`` is a promise about wall clock, not about batch starts,
-        and a search batch takes minutes on a slow host. So no batch starts when less than the
-        phase's mean batch time is left: a smaller batch would not take less (``Pace.per_batch``;
-        sized by trials, a 10-minute ``make tune`` ran 11 min 17 s). A phase with no finished batch yet gets
+        and a search batch takes minutes on a slow host. A batch is cut to the trials that fit, and
+        none starts where its fixed part alone would not (``Pace``: sized by trials alone, a
+        10-minute ``make tune`` ran 11 min 17 s). A phase with no finished batch yet gets
         ``MIN_BATCH``: a first batch measures its pace instead of overshooting on the other phase's.
         """
         if not math.isfinite(self.deadline):
             return math.inf
         left = self.deadline - self.now()
         pace = self.paces[phase]
-        if left <= 0 or left < pace.per_batch:  # a batch cut short still takes about a whole batch's time
-            return 0.0
-        return left / pace.per_trial if pace.batches else float(MIN_BATCH)
+        if not pace.batches:
+            return float(MIN_BATCH) if left > 0 else 0.0
+        return pace.trials_within(left)
 
     @property
     def new_trials(self) -> int:
@@ -359,7 +394,7 @@ def _open_batcher(
 ) -> _Batcher:
     """The shared MetaSchedule pieces, and a TuneContext per active task seeded with this machine's records."""
     budget = state.budget
-    batch = int(min(MAX_BATCH, max(MIN_BATCH, budget / max(1, len(active)))))
+    batch = state.search_batch = int(min(MAX_BATCH, max(MIN_BATCH, budget / max(1, len(active)))))
     # TVM's thread pool defaults to half the hardware threads (1 on a 2-vCPU VM): candidates must be
     # timed with the threads the target is tuned for. Measurement workers inherit this at spawn.
     os.environ["TVM_NUM_THREADS"] = str(target.num_cores)
@@ -385,9 +420,9 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
                 pool = [s for s in states if not s.done]
                 s = max(pool, key=_priority)
                 left = min(state.budget - state.new_trials, state.fit_before_deadline(TRANSFER if s.carry else SEARCH))
-                t = state.now()
+                t, m = state.now(), state.measuring()
                 measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s), MAX_BATCH)), state)
-                state.paces[TRANSFER if carried else SEARCH].add(measured, state.now() - t)
+                state.timed(TRANSFER if carried else SEARCH, measured, state.now() - t, state.measuring() - m)
                 s.new_trials += measured
                 s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
                 if measured:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .driver import SEARCH, TRANSFER, SearchState
+from .driver import FIRST_BATCH, MAX_BATCH, SEARCH, TRANSFER, SearchState
 
 
 def _ms(seconds: float) -> str:
@@ -41,44 +42,63 @@ def task_table(state: SearchState, title: str) -> Table:
     return table
 
 
+def _batches_left(state: SearchState) -> Iterator[tuple[str, int]]:
+    """(phase, trials) of the batches still to come, in the order and sizes ``driver._search`` runs
+    them: each task's schedules from elsewhere, a first batch for each task with nothing timed here
+    (``FIRST_BATCH``), then search batches of ``search_batch``, while the trial budget lasts."""
+    left = state.budget - state.new_trials
+    active = [s for s in state.states if not s.done]
+    sizes = [(TRANSFER, len(s.carry)) for s in active if s.carry]
+    sizes += [(SEARCH, min(FIRST_BATCH, state.search_batch)) for s in active if not s.carry and not math.isfinite(s.best)]
+    for phase, n in sizes:
+        while n > 0 and left > 0:
+            k = int(min(n, MAX_BATCH, left))
+            yield phase, k
+            n, left = n - k, left - k
+    while left > 0:
+        k = int(min(state.search_batch, left))
+        yield SEARCH, k
+        left -= k
+
+
 def eta(state: SearchState) -> float | None:
     """Seconds until the search ends, or None while this run cannot know.
 
-    Each phase goes at its own measured pace (``search.Pace``): the schedules from elsewhere still
-    to time here at the transfer batches' pace, the rest of the trial budget at the search batches'.
-    A phase with trials left and no finished batch makes the ETA unknown, even when the other
-    phase's pace alone reaches the deadline: the run's first batch waits for the worker pools to
-    start (a minute, loaded AMD EPYC Zen 3), so one batch of replays can promise the whole budget
-    and the next withdraw it. A ``--timeout`` run ends at the last batch boundary before its
-    deadline (``SearchState.fit_before_deadline``): the ETA counts the phase that reaches it in whole batches.
+    The batches left (``_batches_left``) each take their phase's fixed part plus their trials'
+    part (``driver.Pace``), until the trial budget or, for a ``--timeout`` run, the last batch that
+    ends before the deadline (``SearchState.fit_before_deadline``: cut to fit, or not started).
+    A phase with trials left and no pace yet makes the ETA unknown, even when the other phase's pace
+    alone reaches the deadline. The run's first batch sets no pace: it waits for the worker pools to
+    start (a minute, loaded AMD EPYC Zen 3; ``SearchState.timed``).
     """
-    to_deadline = max(0.0, state.deadline - state.now())
     if all(s.done for s in state.states) or state.fit_before_deadline(state.next_phase()) < 1:
         return 0.0  # no further batch will start
+    if math.isinf(state.budget) and math.isinf(state.deadline):
+        return None  # nothing ends this run but a signal
     transfer = state.transfer_left
     left = {TRANSFER: transfer, SEARCH: max(0, state.budget - state.new_trials - transfer)}
-    paces = {phase: state.paces[phase].per_trial for phase, trials in left.items() if trials}
-    if any(math.isnan(pace) for pace in paces.values()):
+    if any(trials and not state.paces[phase].batches for phase, trials in left.items()):
         return None
-    before = 0.0  # the phases' time up to the one that runs into the deadline
-    for phase in (TRANSFER, SEARCH):
-        if phase not in paces:
-            continue
+    to_deadline = max(0.0, state.deadline - state.now())
+    total = 0.0
+    for phase, trials in _batches_left(state):
         pace = state.paces[phase]
-        needs = math.ceil(left[phase] / (pace.trials / pace.batches)) * pace.per_batch  # in whole batches (``Pace.per_batch``)
-        if before + needs >= to_deadline:  # none starts with less than a batch's time left
-            return before + math.floor((to_deadline - before) / pace.per_batch) * pace.per_batch
-        before += needs
-    return before
+        fits = min(trials, pace.trials_within(to_deadline - total))
+        seconds = pace.batch_seconds(int(fits)) if fits >= 1 else 0.0
+        if seconds <= 0:
+            break  # the deadline stops the run here (or batches cost nothing, and it ends now)
+        total += seconds
+    return total
 
 
 def _eta_text(state: SearchState) -> str:
     seconds = eta(state)
     if seconds is not None:
         return f"ETA {_duration(seconds)}"
-    waiting = "the first replayed schedules are" if state.paces[TRANSFER].trials == 0 and state.transfer_left else "the first search batch is"
+    replays = state.transfer_left and not state.paces[TRANSFER].batches
+    waiting = "the replays'" if replays else "the search's"
     bound = f"; --timeout ends it within {_duration(state.deadline - state.now())}" if math.isfinite(state.deadline) else ""
-    return f"ETA unknown until {waiting} timed{bound}"
+    return f"ETA unknown until {waiting} pace is measured{bound}"
 
 
 def status_line(state: SearchState, ended: bool = False) -> Text:

@@ -11,29 +11,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..logs.records import HistoryLog, Record
+from ..logs.records import HistoryLog, Record, unusable_reason
 from ..logs.traces import refitted, schedule_for
 from ..lowering.tasks import Task, extract_tasks
 from ..target import TargetSpec
 from .choose import Coverage, best_records, choose_lowering, stand_ins
 from .runtime import CompiledModel
 
+TRIES = 8  # records tried per task and stand-in, fastest first: one that does not apply here yields to the next
+
 
 def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], target: TargetSpec) -> tuple[Any, list[str], list[str]]:
-    """A MetaSchedule database holding, per task, its best record's schedule replayed on the task's
-    own TIR (``traces.schedule_for``), or for a task without one its stand-in's refitted to its
-    extents (``choose.stand_ins``, ``traces.refitted``); and the keys of the tasks that got one, and
-    of those that got a stand-in's. A schedule that does not apply is left out: the task counts as untuned."""
+    """A MetaSchedule database holding, per task, its fastest record's schedule that replays on the
+    task's own TIR (``traces.schedule_for``), or for a task without records a stand-in's refitted to
+    its extents (``choose.stand_ins``, ``traces.refitted``); and the keys of the tasks that got one,
+    and of those that got a stand-in's. A task none applies to is left out: it counts as untuned."""
     from tvm.s_tir import meta_schedule as ms
 
     db = ms.database.MemoryDatabase()
     applied, transferred = [], []
     subs = stand_ins([t for t in tasks if t.workload_key not in best], log, best)
+    ranked = _ranked(log, best, target)
     for t in tasks:
-        key, sch = _schedule(t, log, best, subs.get(t.workload_key, []), target)
+        key, record, sch = _schedule(t, log, ranked, subs.get(t.workload_key, []), target)
         if sch is None:
             continue
-        record = best[key]
         workload = db.commit_workload(t.mod)
         args = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
         db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, record.ms_run_secs, target.tvm(), args))
@@ -43,17 +45,34 @@ def _database(tasks: list[Task], log: HistoryLog, best: dict[str, Record], targe
     return db, applied, transferred
 
 
-def _schedule(task: Task, log: HistoryLog, best: dict[str, Record], subs: list[str], target: TargetSpec) -> tuple[str, Any]:
-    """The key of the record that schedules ``task`` and its schedule: its own best, else the
-    first stand-in whose refitted schedule applies; (key, None) when none does."""
-    if task.workload_key in best:
-        own = log.workloads.get(task.workload_key)
-        return task.workload_key, schedule_for(best[task.workload_key].trace, task.mod, own, target.tvm()) if own is not None else None
+def _ranked(log: HistoryLog, best: dict[str, Record], target: TargetSpec) -> dict[str, list[Record]]:
+    """Per key with a best record: that record, then the key's other usable records fastest first (``TRIES`` in all)."""
+    out = {}
+    for key, records in log.by_key().items():
+        if key in best:
+            others = sorted((r for r in records if r.ok and r is not best[key] and not unusable_reason(r, target)), key=lambda r: r.rank)
+            out[key] = [best[key], *others][:TRIES]
+    return out
+
+
+def _schedule(task: Task, log: HistoryLog, ranked: dict[str, list[Record]], subs: list[str], target: TargetSpec) -> tuple[str, Record | None, Any]:
+    """The key and record that schedule ``task``, and its schedule: its own fastest record that
+    replays on it, else the first stand-in record whose refitted schedule applies (a schedule may
+    tile extents a task does not have, or name a block a newer lowering renamed); ("", None, None)
+    when none does."""
+    own = log.workloads.get(task.workload_key)
+    if task.workload_key in ranked and own is not None:
+        for r in ranked[task.workload_key]:
+            sch = schedule_for(r.trace, task.mod, own, target.tvm())
+            if sch is not None:
+                return task.workload_key, r, sch
+        return "", None, None
     for key in subs:
-        sch = refitted(best[key].trace, task.mod, log.workloads[key])
-        if sch is not None:
-            return key, sch
-    return "", None
+        for r in ranked[key]:
+            sch = refitted(r.trace, task.mod, log.workloads[key])
+            if sch is not None:
+                return key, r, sch
+    return "", None, None
 
 
 def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record] | None = None) -> tuple[Any, Coverage]:
