@@ -35,7 +35,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,10 @@ MAX_BATCH = 64
 MIN_BATCH = 8
 FIRST_BATCH = 16  # a task with no time here gets this many first, so a short run times every task sooner
 CARRY_OVER = 8
+# What a batch new to the plan must leave to spare before the deadline, as a share of the root of the
+# summed squares of the batches before it: batches of one phase vary by ~10% (search batches 88-106 s,
+# ResNet18, AMD EPYC Zen 3), and their noise adds up as a root of squares.
+DEADLINE_MARGIN = 0.2
 # The max_trials MetaSchedule's strategies get when only the clock bounds a run (they need a number):
 # at a trial a second, 30 years.
 CLOCK_ONLY_TRIALS = 10**9
@@ -157,8 +161,11 @@ class SearchState:
     interrupted: bool = False
     stopped_by: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for benchmarks
-    startup: float = math.nan  # seconds of the run's first batch, the worker pools' start-up included (``timed``)
+    first: tuple[str, Pace] | None = None  # the run's first batch and its phase, the worker pools' start-up included (``timed``)
     search_batch: int = MAX_BATCH  # candidates a search batch asks for (``num_trials_per_iter``), set when the search opens
+    finished: int = 0  # batches finished
+    stop_after: float = math.inf  # the batch count the plan ends the run at (``commit_plan``)
+    planned: tuple[int, int] = (0, 0)  # batches finished when the last plan was committed, and how many it held
     # per batch the cost model predicted before measuring: (task, carried over?, rank correlation
     # of its scores with the measured speeds); how much a warm-started model knows, for benchmarks
     predictions: list[tuple[str, bool, float]] = field(default_factory=list)
@@ -179,10 +186,57 @@ class SearchState:
         """Count a finished batch in its phase's pace; the run's first batch in none: it also waits for
         the worker pools to start (27 s before 7 replays where the next 8 took 5 s, MobileNetV2, AMD EPYC
         Zen 3), which no later batch pays."""
-        if trials and math.isnan(self.startup):
-            self.startup = seconds
+        if trials and self.first is None:
+            self.first = (phase, Pace())
+            self.first[1].add(trials, seconds, measuring)
         else:
             self.paces[phase].add(trials, seconds, measuring)
+        self.finished += bool(trials)
+
+    def plan(self) -> list[tuple[str, int, float]] | None:
+        """The batches still to come as (phase, trials, seconds), in order; None while a phase with
+        trials left has no pace, or while nothing but a signal ends the run.
+
+        Sizes are those ``_search`` runs (``_batch_sizes``); each batch costs its phase's ``Pace``.
+        Under a deadline a batch is cut to what fits. Whether a last batch fits at all flips with
+        the noise of the batches before it (10% either way), so a batch the previous plan did not
+        hold is planned only with ``DEADLINE_MARGIN`` of the time before it to spare (noise adds up
+        as its square root), and only whole after the first plan; one it held stays while it fits
+        at all (``commit_plan``).
+        """
+        if all(s.done for s in self.states) or self.finished >= self.stop_after:
+            return []
+        if math.isinf(self.budget) and math.isinf(self.deadline):
+            return None
+        transfer = self.transfer_left
+        left = {TRANSFER: transfer, SEARCH: max(0, self.budget - self.new_trials - transfer)}
+        if any(trials and not self.paces[phase].batches for phase, trials in left.items()):
+            return None
+        held = self.planned[1] - (self.finished - self.planned[0])  # the previous plan's batches still to come
+        to_deadline, out, total, variance = max(0.0, self.deadline - self.now()), [], 0.0, 0.0
+        for phase, trials in _batch_sizes(self):
+            pace, room = self.paces[phase], to_deadline - total
+            spare = 0.0 if len(out) < held else DEADLINE_MARGIN * math.sqrt(variance)
+            needs = 1 if len(out) < held or not self.planned[1] else trials  # a batch new to a plan comes whole
+            if len(out) >= self.stop_after - self.finished or pace.trials_within(room - spare) < needs:
+                break  # the deadline ends the run here
+            seconds = pace.batch_seconds(int(min(trials, pace.trials_within(room))))
+            if seconds <= 0:
+                break  # batches cost nothing: the run ends now
+            out.append((phase, int(min(trials, pace.trials_within(room))), seconds))
+            total, variance = total + seconds, variance + seconds**2
+        return out
+
+    def commit_plan(self) -> None:
+        """After a batch: remember how many batches the plan holds (``plan`` keeps them while they
+        fit), and when it holds one before the deadline, end the run after it even if that batch ends
+        early enough for another."""
+        upcoming = self.plan()
+        if upcoming is None:
+            return
+        self.planned = (self.finished, len(upcoming))
+        if len(upcoming) == 1 and math.isfinite(self.deadline):
+            self.stop_after = self.finished + 1
 
     def measuring(self) -> float:
         """Seconds spent so far building and timing candidates: the part of a batch that grows with its size."""
@@ -204,12 +258,15 @@ class SearchState:
         and a search batch takes minutes on a slow host. A batch is cut to the trials that fit, and
         none starts where its fixed part alone would not (``Pace``: sized by trials alone, a
         10-minute ``make tune`` ran 11 min 17 s). A phase with no finished batch yet gets
-        ``MIN_BATCH``: a first batch measures its pace instead of overshooting on the other phase's.
+        ``MIN_BATCH``: a first batch measures its pace instead of overshooting on the other phase's
+        (the run's first batch, which sets no pace for the ETA, bounds its phase's next batch).
         """
         if not math.isfinite(self.deadline):
             return math.inf
         left = self.deadline - self.now()
         pace = self.paces[phase]
+        if not pace.batches and self.first is not None and self.first[0] == phase:
+            pace = self.first[1]  # slower than the phase's batches to come: safe for a deadline
         if not pace.batches:
             return float(MIN_BATCH) if left > 0 else 0.0
         return pace.trials_within(left)
@@ -226,6 +283,25 @@ class SearchState:
         """``tasks.model_latency`` over the best latencies so far; inf while a task it needs has none."""
         best = {s.task.workload_key: s.best for s in self.states}
         return model_latency([s.task for s in self.states], lambda t: best[t.workload_key])
+
+
+def _batch_sizes(state: SearchState) -> Iterator[tuple[str, int]]:
+    """(phase, trials) of the batches still to come, in the order and sizes ``_search`` runs them:
+    each task's schedules from elsewhere, a first batch for each task with nothing timed here
+    (``FIRST_BATCH``), then search batches of ``search_batch``, while the trial budget lasts."""
+    left = state.budget - state.new_trials
+    active = [s for s in state.states if not s.done]
+    sizes = [(TRANSFER, len(s.carry)) for s in active if s.carry]
+    sizes += [(SEARCH, min(FIRST_BATCH, state.search_batch)) for s in active if not s.carry and not math.isfinite(s.best)]
+    for phase, n in sizes:
+        while n > 0 and left > 0:
+            k = int(min(n, MAX_BATCH, left))
+            yield phase, k
+            n, left = n - k, left - k
+    while left > 0:
+        k = int(min(state.search_batch, left))
+        yield SEARCH, k
+        left -= k
 
 
 Reporter = Callable[[str, SearchState], None]
@@ -423,6 +499,7 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
                 t, m = state.now(), state.measuring()
                 measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s), MAX_BATCH)), state)
                 state.timed(TRANSFER if carried else SEARCH, measured, state.now() - t, state.measuring() - m)
+                state.commit_plan()
                 s.new_trials += measured
                 s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
                 if measured:
@@ -454,7 +531,7 @@ def _stop_reason(state: SearchState, signum: int | None) -> str:
         state.stopped_by = "trial budget reached"
     elif all(s.done for s in state.states):
         state.stopped_by = "every task reached its per-task budget"
-    elif state.fit_before_deadline(state.next_phase()) < 1:
+    elif state.fit_before_deadline(state.next_phase()) < 1 or state.finished >= state.stop_after:
         state.stopped_by = "timeout"
     return state.stopped_by
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .driver import FIRST_BATCH, MAX_BATCH, SEARCH, TRANSFER, SearchState
+from .driver import TRANSFER, SearchState
 
 
 def _ms(seconds: float) -> str:
@@ -42,53 +41,18 @@ def task_table(state: SearchState, title: str) -> Table:
     return table
 
 
-def _batches_left(state: SearchState) -> Iterator[tuple[str, int]]:
-    """(phase, trials) of the batches still to come, in the order and sizes ``driver._search`` runs
-    them: each task's schedules from elsewhere, a first batch for each task with nothing timed here
-    (``FIRST_BATCH``), then search batches of ``search_batch``, while the trial budget lasts."""
-    left = state.budget - state.new_trials
-    active = [s for s in state.states if not s.done]
-    sizes = [(TRANSFER, len(s.carry)) for s in active if s.carry]
-    sizes += [(SEARCH, min(FIRST_BATCH, state.search_batch)) for s in active if not s.carry and not math.isfinite(s.best)]
-    for phase, n in sizes:
-        while n > 0 and left > 0:
-            k = int(min(n, MAX_BATCH, left))
-            yield phase, k
-            n, left = n - k, left - k
-    while left > 0:
-        k = int(min(state.search_batch, left))
-        yield SEARCH, k
-        left -= k
-
-
 def eta(state: SearchState) -> float | None:
-    """Seconds until the search ends, or None while this run cannot know.
+    """Seconds until the search ends, or None while this run cannot know: the batches of its plan
+    (``SearchState.plan``), each its phase's fixed part plus its trials' part (``driver.Pace``).
 
-    The batches left (``_batches_left``) each take their phase's fixed part plus their trials'
-    part (``driver.Pace``), until the trial budget or, for a ``--timeout`` run, the last batch that
-    ends before the deadline (``SearchState.fit_before_deadline``: cut to fit, or not started).
     A phase with trials left and no pace yet makes the ETA unknown, even when the other phase's pace
     alone reaches the deadline. The run's first batch sets no pace: it waits for the worker pools to
     start (a minute, loaded AMD EPYC Zen 3; ``SearchState.timed``).
     """
-    if all(s.done for s in state.states) or state.fit_before_deadline(state.next_phase()) < 1:
+    if state.fit_before_deadline(state.next_phase()) < 1:
         return 0.0  # no further batch will start
-    if math.isinf(state.budget) and math.isinf(state.deadline):
-        return None  # nothing ends this run but a signal
-    transfer = state.transfer_left
-    left = {TRANSFER: transfer, SEARCH: max(0, state.budget - state.new_trials - transfer)}
-    if any(trials and not state.paces[phase].batches for phase, trials in left.items()):
-        return None
-    to_deadline = max(0.0, state.deadline - state.now())
-    total = 0.0
-    for phase, trials in _batches_left(state):
-        pace = state.paces[phase]
-        fits = min(trials, pace.trials_within(to_deadline - total))
-        seconds = pace.batch_seconds(int(fits)) if fits >= 1 else 0.0
-        if seconds <= 0:
-            break  # the deadline stops the run here (or batches cost nothing, and it ends now)
-        total += seconds
-    return total
+    upcoming = state.plan()
+    return None if upcoming is None else sum(seconds for _, _, seconds in upcoming)
 
 
 def _eta_text(state: SearchState) -> str:
