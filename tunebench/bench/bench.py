@@ -139,7 +139,8 @@ class BenchResult:
     @property
     def protocol(self) -> str:
         if self.alone:
-            return f"alone: each column in its own process, {self.alone} rounds alternated, {self.iters // self.alone} calls each"
+            rounds = f"{self.alone} rounds alternated" if self.alone > 1 else "1 round"
+            return f"alone: each column in its own process, {rounds}, {self.iters // self.alone} calls each"
         return protocol(self.settle)
 
     def to_json(self) -> dict[str, Any]:
