@@ -5,7 +5,8 @@ records are applied to: records match by the structural hash of each fused TIR f
 difference between the two lowerings would silently miss every record. The path is the one
 measured to apply records (see README): torch.export, Relax frontend with the weights bound as
 constants (so constant folding precomputes weight transposes once instead of per call),
-inference decompositions, fast forms of erf/exp/tanh (``fastmath``), then the "zero" pipeline (legalize, fold, FuseOps, FuseTIR).
+inference decompositions, fast forms of erf/exp/tanh (``fastmath``), legalization, constant kernels
+folded once each (``constants``), then the "zero" pipeline (fold what is left, FuseOps, FuseTIR).
 ``meta_schedule.relax_integration.compile_relax`` is not used: it fuses again and misses records.
 """
 
@@ -83,6 +84,7 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
     from tvm import relax
 
     from . import fastmath
+    from .constants import fold_constants
     from .layout import LAYOUTS, convert
     from .layout import legalize_map as blocked_map
     from .winograd import legalize_map as winograd_map
@@ -99,7 +101,7 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
         elif winograd:
             legalize |= winograd_map(winograd)
         mod = relax.transform.LegalizeOps(customize_legalize_map=legalize)(mod)
-        return relax.get_pipeline("zero")(mod)
+        return relax.get_pipeline("zero")(fold_constants(mod))  # before FoldConstant, which builds a kernel per call
 
 
 def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec, layout: str = "nchw") -> tuple[Any, Any]:

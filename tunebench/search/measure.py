@@ -1,7 +1,7 @@
 """Builder and runner: compile candidate schedules and time them, locally or on an RPC fleet.
 
 MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch (its source blames a
-memory leak), and each new worker's first build imports ``tvm.s_tir.tensor_intrin``, which takes
+memory leak), and each new worker's first build imports ``tvm.s_tir.tensor_intrin``, which took
 tens of seconds (see ``import_tensor_intrinsics``). ``PersistentBuilder`` keeps one pool, recycled
 every ``recycle_every`` batches to bound the leak, and its workers import the intrinsics the fast
 way once at start-up (measured by ``benchmarks/trials_per_minute.py``). What to time and for how
@@ -18,6 +18,7 @@ starts and drops its own, so no idle worker outlives it.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import os
 import sys
@@ -95,18 +96,28 @@ def alloc_arguments(device: Any, args_info: list[list[Any]], alloc_repeat: int) 
 
 
 def import_tensor_intrinsics() -> None:
-    """Import ``tvm.s_tir.tensor_intrin`` (which ``TuneContext`` needs) without its 1-3 minute stall.
+    """Register the x86 tensor intrinsics MetaSchedule's CPU rules name (VNNI, AVX-512 and AMX dot
+    products), and only those, where ``TuneContext`` and every build worker import all of
+    ``tvm.s_tir.tensor_intrin``.
 
-    The module parses ~250 TVMScript functions, and each parse calls ``inspect.stack()``, which reads
-    source lines for every frame through ``inspect.getmodule``, a scan of ``sys.modules`` per frame.
-    With torch imported that is thousands of modules per frame: profiled here (cProfile, loaded
-    machine) at 200 s of a 300 s tiny tuning run; a fresh build worker without torch still took 39 s,
-    and MetaSchedule's LocalBuilder pays that in every worker of every batch. The parser only needs
-    the frames, and a missing code context makes it treat a function as module-level, which every
-    one of these is. With this: 1.7 s.
+    The package imports every backend's intrinsics, CUDA's alone ~200 TVMScript functions: 5.0 s in
+    a process with torch even with the fix below, paid by each tuning run and each build worker
+    (AMD EPYC Zen 3). It is registered empty instead, then ``x86`` imported (0.8 s): MetaSchedule's
+    own ``import tvm.s_tir.tensor_intrin`` finds it done.
+
+    Each TVMScript parse also calls ``inspect.stack()``, which reads source lines for every frame
+    through ``inspect.getmodule``, a scan of ``sys.modules`` per frame: with torch imported, 200 s of
+    a 300 s tiny tuning run (cProfile, loaded machine). The parser only needs the frames, and a
+    missing code context makes it treat a function as module-level, which every one of these is.
     """
-    if "tvm.s_tir.tensor_intrin" in sys.modules:
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
         return
+    import tvm.s_tir
+
+    spec = importlib.util.find_spec(name)
+    assert spec is not None, name
+    sys.modules[name] = tvm.s_tir.tensor_intrin = importlib.util.module_from_spec(spec)  # a package whose __init__ never runs
     real_stack = inspect.stack
 
     def frames_only(context: int = 1) -> list[inspect.FrameInfo]:
@@ -118,7 +129,7 @@ def import_tensor_intrinsics() -> None:
 
     inspect.stack = frames_only  # type: ignore[assignment]
     try:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
+        importlib.import_module(f"{name}.x86")
     finally:
         inspect.stack = real_stack
 
