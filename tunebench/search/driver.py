@@ -220,10 +220,11 @@ class SearchState:
             needs = 1 if len(out) < held or not self.planned[1] else trials  # a batch new to a plan comes whole
             if len(out) >= self.stop_after - self.finished or pace.trials_within(room - spare) < needs:
                 break  # the deadline ends the run here
-            seconds = pace.batch_seconds(int(min(trials, pace.trials_within(room))))
+            fits = int(min(trials, pace.trials_within(room)))
+            seconds = pace.batch_seconds(fits)
             if seconds <= 0:
                 break  # batches cost nothing: the run ends now
-            out.append((phase, int(min(trials, pace.trials_within(room))), seconds))
+            out.append((phase, fits, seconds))
             total, variance = total + seconds, variance + seconds**2
         return out
 
