@@ -11,10 +11,9 @@ TUNE_ARGS ?=
 $(VENV_OK): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install --upgrade pip -q
-	# torch first and pinned: its CPU wheel is on disk here; an unpinned resolve pulls CUDA. --no-compile:
-	# no .pyc for the ~10,800 Python files of the venv up front; the modules imported compile on first use
-	.venv/bin/pip install -q --no-compile torch==2.13.0
-	.venv/bin/pip install -q --no-compile -e '.[dev,peers]'
+	# torch first and pinned: its CPU wheel is on disk here; an unpinned resolve pulls CUDA.
+	.venv/bin/pip install -q torch==2.13.0
+	.venv/bin/pip install -q -e '.[dev,peers]'
 	touch $(VENV_OK)
 
 setup: $(VENV_OK)
