@@ -293,7 +293,7 @@ def _batch_sizes(state: SearchState) -> Iterator[tuple[str, int]]:
     left = state.budget - state.new_trials
     active = [s for s in state.states if not s.done]
     sizes = [(TRANSFER, len(s.carry)) for s in active if s.carry]
-    sizes += [(SEARCH, min(FIRST_BATCH, state.search_batch)) for s in active if not s.carry and not math.isfinite(s.best)]
+    sizes += [(SEARCH, int(min(_batch_cap(s), state.search_batch))) for s in active if not s.carry and math.isfinite(_batch_cap(s))]
     for phase, n in sizes:
         while n > 0 and left > 0:
             k = int(min(n, MAX_BATCH, left))
