@@ -74,3 +74,12 @@ def test_alone_alternates_the_columns_round_by_round_and_pools_their_samples(mon
     assert result.column(bench.EAGER).times == [0.001, 0.001, 0.003, 0.003, 0.005, 0.005]
     assert result.column(bench.OPENVINO).status == "skipped" and not result.column(bench.OPENVINO).times
     assert result.iters == 6 and result.to_json()["protocol"] == "alone: each column in its own process, 3 rounds alternated, 2 calls each"
+
+
+def test_a_table_without_the_eager_column_has_no_speedups(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `bench --alone 3 --only tunebench-tuned,tunebench-saved` timed both columns, then crashed printing them
+    template = bench.run_bench(TINY, iters=1, warmup=1, inductor=False, only=[bench.EAGER]).to_json()
+    monkeypatch.setattr(bench, "_child", lambda model, options: {**template, "columns": [{**template["columns"][0], "name": options["only"][0]}]})  # type: ignore[index]
+    result = bench.run_alone(TINY, rounds=1, iters=1, warmup=1, inductor=False, peers=True, only=[bench.ORT])
+    assert [c.name for c in result.columns] == [bench.ORT] and result.speedup(result.column(bench.ORT)) is None
+    assert bench.table(result).row_count == 1

@@ -10,7 +10,8 @@ import pytest
 
 from tunebench.logs import records
 from tunebench.lowering.tasks import Task
-from tunebench.search.driver import FIRST_BATCH, SearchState, TaskState, _search
+from tunebench.search import driver
+from tunebench.search.driver import CHUNK, FIRST_BATCH, SearchState, TaskState, _search
 from tunebench.search.progress import eta, status_line
 
 TRANSFER_PACE = 1.0  # seconds per replayed schedule
@@ -31,15 +32,18 @@ class Clock:
 
 @dataclass
 class FakeBatcher:
-    """Stands in for ``search._Batcher``: advances the clock as a batch would, each part off by up to ``NOISE``."""
+    """Stands in for ``search._Batcher``: advances the clock as a batch would, each part off by up to ``NOISE``;
+    its candidates go through the real ``driver._measure`` (chunks, the batch's end), their builds and runs faked."""
 
     clock: Clock
     startup: float = 60.0  # the run's first batch waits for the worker pools
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     candidates: int = CANDIDATES
+    overhead: float = SEARCH_OVERHEAD
+    per_task: dict[str, float] = field(default_factory=dict)  # a task's seconds per searched candidate (default SEARCH_PACE)
 
-    def run(self, s: TaskState, limit: int, state: SearchState) -> tuple[int, bool]:
+    def run(self, s: TaskState, limit: int, state: SearchState, until: float = math.inf) -> tuple[int, bool]:
         t = self.clock.t
         carried = bool(s.carry)
         if carried:
@@ -47,11 +51,22 @@ class FakeBatcher:
             n = len(picked)
         else:
             n = min(limit, self.candidates)
-            self.clock.t += SEARCH_OVERHEAD * self.rng.uniform(1 - NOISE, 1 + NOISE)
-            t = state.clock("search", t)
-        self.clock.t += self.startup + n * (TRANSFER_PACE if carried else SEARCH_PACE) * self.rng.uniform(1 - NOISE, 1 + NOISE)
-        self.startup = 0.0
-        state.clock("build", t)  # as ``driver._measure``: builds and runs, the pools' start-up in the first
+            self.clock.t += self.overhead * self.rng.uniform(1 - NOISE, 1 + NOISE)
+            state.clock("search", t)
+        pace = TRANSFER_PACE if carried else self.per_task.get(s.task.name, SEARCH_PACE)
+
+        def chunk(builder: object, runner: object, target: object, cands: list[int], st: SearchState) -> tuple[list[object], list[None]]:
+            t = self.clock.t
+            self.clock.t += self.startup + len(cands) * pace * self.rng.uniform(1 - NOISE, 1 + NOISE)
+            self.startup = 0.0  # the pools start with the run's first chunk
+            st.clock("build", t)
+            return [object()] * len(cands), [None] * len(cands)
+
+        real, driver._measure_chunk = driver._measure_chunk, chunk
+        try:
+            n = len(driver._measure(None, None, None, list(range(n)), state, until)[0])
+        finally:
+            driver._measure_chunk = real
         s.best_record = records.Record(s.task.workload_key, [], [], [1e-3], None, {}, {}, "x")
         return n, carried
 
@@ -136,3 +151,44 @@ def test_the_eta_counts_each_batch_at_its_own_size(timeout: float) -> None:
     sizes = {n for n, _, _ in state.paces["search"].done}
     assert sizes == {FIRST_BATCH, 64} or (math.isfinite(timeout) and FIRST_BATCH in sizes and len(sizes) > 1), sizes
     assert _check_after_first_search_batch(reports, end=clock.t) >= 9
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_ends_by_its_planned_end_whatever_its_task(seed: int) -> None:
+    """A 10-minute ``make tune`` on a host the log knows (no replays): ResNet18's search batches took 60-80 s for
+    64 candidates, 12-16 s of evolution and 0.5-1.3 s a candidate by task (AMD EPYC Zen 3). Planned at the phase's
+    medians, one slow batch left made the ETA 76% off. A batch now measures until its planned end, and the plan
+    fills the time to the deadline."""
+    clock = Clock()
+    known = [TaskState(Task(f"conv{i}", "conv2d", 1e6, 1, f"k{i}", None), prior_trials=100) for i in range(6)]
+    for s in known:
+        s.best_record = records.Record(s.task.workload_key, [], [], [1e-3], None, {}, {}, "x")
+    state = SearchState(known, 100_000, now=clock, search_batch=64)
+    state.deadline = state.started + 570.0  # what is left of 10 minutes after lowering
+    rng = random.Random(seed)
+    per_task = {s.task.name: rng.uniform(0.55, 1.45) for s in known}  # builds and runs per candidate, by task
+    reports = _run(state, clock, FakeBatcher(clock, startup=25.0, overhead=15.0, per_task=per_task, rng=random.Random(seed), candidates=64))
+    assert state.stopped_by == "timeout" and state.deadline - 20.0 <= clock.t <= state.deadline + 5.0, clock.t - state.deadline
+    assert _check_after_first_search_batch(reports, end=clock.t) >= 4
+    assert any(n < 64 for n, _, _ in state.paces["search"].done), "some batch was cut to end on time"
+
+
+def test_measuring_stops_between_chunks_before_the_batch_would_end_late() -> None:
+    clock = Clock()
+    state = SearchState([], 0, now=clock)
+    calls: list[int] = []
+
+    def chunk(builder: object, runner: object, target: object, cands: list[int], st: SearchState) -> tuple[list[int], list[None]]:
+        calls.append(len(cands))
+        clock.t += 1.25 * len(cands)
+        return cands, [None] * len(cands)
+
+    real, driver._measure_chunk = driver._measure_chunk, chunk
+    try:
+        measured = driver._measure(None, None, None, list(range(64)), state, until=clock.t + 3 * 1.25 * CHUNK + 5.0)[0]
+        assert measured == list(range(3 * CHUNK + 4)) and calls == [CHUNK] * 3 + [4], "at 1.25 s a candidate, 5 s fit 4 more"
+        assert len(driver._measure(None, None, None, list(range(64)), state, until=clock.t - 1.0)[0]) == CHUNK, "the first chunk always runs"
+        calls.clear()
+        assert len(driver._measure(None, None, None, list(range(64)), state)[0]) == 64 and calls == [64], "no end: one build of all"
+    finally:
+        driver._measure_chunk = real

@@ -129,8 +129,8 @@ class BenchResult:
         return next(c for c in self.columns if c.name == name)
 
     def speedup(self, col: Column) -> float | None:
-        """eager median / this column's median: above 1 means faster than eager."""
-        eager = self.column(EAGER).median
+        """eager median / this column's median: above 1 means faster than eager (None when eager was not timed)."""
+        eager = next((c.median for c in self.columns if c.name == EAGER), None)
         return eager / col.median if eager and col.median else None
 
     def gflops(self, col: Column) -> float | None:

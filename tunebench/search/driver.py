@@ -55,10 +55,15 @@ MAX_BATCH = 64
 MIN_BATCH = 8
 FIRST_BATCH = 16  # a task with no time here gets this many first, so a short run times every task sooner
 CARRY_OVER = 8
-# What a batch new to the plan must leave to spare before the deadline, as a share of the root of the
-# summed squares of the batches before it: batches of one phase vary by ~10% (search batches 88-106 s,
-# ResNet18, AMD EPYC Zen 3), and their noise adds up as a root of squares.
-DEADLINE_MARGIN = 0.2
+# Candidates the evolutionary search evolves per batch. MetaSchedule's default, 512, spent 44-61 s of
+# each 64-candidate ResNet18 batch (89-142 s in all) on 2 cores, where 128 spent 11-16 s (batches of
+# 45-86 s). From the same log, 15 minutes each (AMD EPYC Zen 3): 512 timed 456 candidates and moved
+# the estimate 30.43 -> 29.09 ms; 128 timed 776 and reached 28.73, ahead at every point in time.
+POPULATION = 128
+# Candidates built and timed together when a batch has an end time (``SearchState.batch_end``): its
+# builds and runs take 0.5-1.4 s a candidate depending on the task (64-candidate ResNet18 batches,
+# AMD EPYC Zen 3), so a batch stops between chunks instead of running on past its planned end.
+CHUNK = 8
 # The max_trials MetaSchedule's strategies get when only the clock bounds a run (they need a number):
 # at a trial a second, 30 years.
 CLOCK_ONLY_TRIALS = 10**9
@@ -163,9 +168,6 @@ class SearchState:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for benchmarks
     first: tuple[str, Pace] | None = None  # the run's first batch and its phase, the worker pools' start-up included (``timed``)
     search_batch: int = MAX_BATCH  # candidates a search batch asks for (``num_trials_per_iter``), set when the search opens
-    finished: int = 0  # batches finished
-    stop_after: float = math.inf  # the batch count the plan ends the run at (``commit_plan``)
-    planned: tuple[int, int] = (0, 0)  # batches finished when the last plan was committed, and how many it held
     # per batch the cost model predicted before measuring: (task, carried over?, rank correlation
     # of its scores with the measured speeds); how much a warm-started model knows, for benchmarks
     predictions: list[tuple[str, bool, float]] = field(default_factory=list)
@@ -191,20 +193,19 @@ class SearchState:
             self.first[1].add(trials, seconds, measuring)
         else:
             self.paces[phase].add(trials, seconds, measuring)
-        self.finished += bool(trials)
 
     def plan(self) -> list[tuple[str, int, float]] | None:
         """The batches still to come as (phase, trials, seconds), in order; None while a phase with
         trials left has no pace, or while nothing but a signal ends the run.
 
         Sizes are those ``_search`` runs (``_batch_sizes``); each batch costs its phase's ``Pace``.
-        Under a deadline a batch is cut to what fits. Whether a last batch fits at all flips with
-        the noise of the batches before it (10% either way), so a batch the previous plan did not
-        hold is planned only with ``DEADLINE_MARGIN`` of the time before it to spare (noise adds up
-        as its square root), and only whole after the first plan; one it held stays while it fits
-        at all (``commit_plan``).
+        Under a deadline the batches fill the time to it: the last one that fits is cut to what is
+        left, and a batch that would leave too little for another (its fixed part and one ``CHUNK``)
+        shares its time with the next if both get that much, so the run ends at the deadline rather than a fraction of a
+        batch before it (a 10-minute ``make tune`` ended 2 min 21 s early, AMD EPYC Zen 3). A batch
+        then measures until its planned end (``batch_end``).
         """
-        if all(s.done for s in self.states) or self.finished >= self.stop_after:
+        if all(s.done for s in self.states):
             return []
         if math.isinf(self.budget) and math.isinf(self.deadline):
             return None
@@ -212,32 +213,38 @@ class SearchState:
         left = {TRANSFER: transfer, SEARCH: max(0, self.budget - self.new_trials - transfer)}
         if any(trials and not self.paces[phase].batches for phase, trials in left.items()):
             return None
-        held = self.planned[1] - (self.finished - self.planned[0])  # the previous plan's batches still to come
-        to_deadline, out, total, variance = max(0.0, self.deadline - self.now()), [], 0.0, 0.0
-        for phase, trials in _batch_sizes(self):
-            pace, room = self.paces[phase], to_deadline - total
-            spare = 0.0 if len(out) < held else DEADLINE_MARGIN * math.sqrt(variance)
-            needs = 1 if len(out) < held or not self.planned[1] else trials  # a batch new to a plan comes whole
-            if len(out) >= self.stop_after - self.finished or pace.trials_within(room - spare) < needs:
-                break  # the deadline ends the run here
+        sizes = _batch_sizes(self)  # endless under a deadline alone: the deadline ends this loop
+        room, out, nxt = max(0.0, self.deadline - self.now()), [], next(sizes, None)
+        while nxt is not None:
+            (phase, trials), nxt = nxt, next(sizes, None)
+            pace = self.paces[phase]
             fits = int(min(trials, pace.trials_within(room)))
+            if fits < 1 or pace.batch_seconds(fits) <= 0:
+                break  # the deadline ends the run here (or batches cost nothing: it ends now)
             seconds = pace.batch_seconds(fits)
-            if seconds <= 0:
-                break  # batches cost nothing: the run ends now
+            # the least batch worth its fixed part: one chunk
+            least = self.paces[nxt[0]].batch_seconds(min(nxt[1], CHUNK)) if nxt else math.inf
+            if math.isfinite(room) and 0 < room - seconds < least <= room / 2:  # too little would be left for another batch
+                seconds = room / 2
+                fits = int(min(fits, pace.trials_within(seconds)))
             out.append((phase, fits, seconds))
-            total, variance = total + seconds, variance + seconds**2
+            room -= seconds
         return out
 
-    def commit_plan(self) -> None:
-        """After a batch: remember how many batches the plan holds (``plan`` keeps them while they
-        fit), and when it holds one before the deadline, end the run after it even if that batch ends
-        early enough for another."""
+    def batch_end(self) -> float:
+        """When the next batch must be done measuring: the deadline, and when the deadline (not the
+        trial budget) ends the plan, the end the plan gives this batch.
+
+        Search batches of one run vary with their task: 89-142 s for 64 candidates of ResNet18's convs
+        (their builds 25-82 s, AMD EPYC Zen 3), so a plan of phase medians was 76% off when one slow
+        batch was left. A batch measures in chunks (``CHUNK``) and stops before one would end after
+        this: it ends early or on time, and the last one by the deadline. Under a trial budget a batch
+        cut short would only leave its trials to one more batch, so there it runs whole.
+        """
         upcoming = self.plan()
-        if upcoming is None:
-            return
-        self.planned = (self.finished, len(upcoming))
-        if len(upcoming) == 1 and math.isfinite(self.deadline):
-            self.stop_after = self.finished + 1
+        if not upcoming or sum(n for _, n, _ in upcoming) >= self.budget - self.new_trials:
+            return self.deadline
+        return min(self.now() + upcoming[0][2], self.deadline)
 
     def measuring(self) -> float:
         """Seconds spent so far building and timing candidates: the part of a batch that grows with its size."""
@@ -497,10 +504,9 @@ def _search(batcher: _Batcher, state: SearchState, per_task: float, reporter: Re
                 pool = [s for s in states if not s.done]
                 s = max(pool, key=_priority)
                 left = min(state.budget - state.new_trials, state.fit_before_deadline(TRANSFER if s.carry else SEARCH))
-                t, m = state.now(), state.measuring()
-                measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s), MAX_BATCH)), state)
+                t, m, until = state.now(), state.measuring(), state.batch_end()
+                measured, carried = batcher.run(s, int(min(left, per_task - s.trials, _batch_cap(s), MAX_BATCH)), state, until)
                 state.timed(TRANSFER if carried else SEARCH, measured, state.now() - t, state.measuring() - m)
-                state.commit_plan()
                 s.new_trials += measured
                 s.done = measured == 0 or s.trials >= per_task  # 0: the search space is exhausted
                 if measured:
@@ -532,7 +538,7 @@ def _stop_reason(state: SearchState, signum: int | None) -> str:
         state.stopped_by = "trial budget reached"
     elif all(s.done for s in state.states):
         state.stopped_by = "every task reached its per-task budget"
-    elif state.fit_before_deadline(state.next_phase()) < 1 or state.finished >= state.stop_after:
+    elif state.fit_before_deadline(state.next_phase()) < 1:
         state.stopped_by = "timeout"
     return state.stopped_by
 
@@ -610,9 +616,10 @@ class _Batcher:
             cost_model=self.cost_model,
         )
 
-    def run(self, s: TaskState, limit: int, state: SearchState) -> tuple[int, bool]:
-        """Measure up to ``limit`` candidates of task ``s`` (its carry-over first) and log them;
-        return how many (0 when the search strategy has none left) and whether they were carried over."""
+    def run(self, s: TaskState, limit: int, state: SearchState, until: float = math.inf) -> tuple[int, bool]:
+        """Measure up to ``limit`` candidates of task ``s`` (its carry-over first), those ``until`` leaves
+        time for (``_measure``), and log them; return how many (0 when the search strategy has none
+        left) and whether they were carried over."""
         from tvm.s_tir import meta_schedule as ms
 
         t = state.now()
@@ -629,7 +636,9 @@ class _Batcher:
             return 0, False
         tvm_target = self.target.tvm()
         predicted = self.cost_model.predict(s.ctx, cands) if self.cost_model is not None else None  # random until trained, as the search sees it
-        results, measured_on = _measure(self.builder, self.runner, tvm_target, cands, state)
+        results, measured_on = _measure(self.builder, self.runner, tvm_target, cands, state, until)
+        cands = cands[: len(results)]  # the rest were never built: the search forgets them
+        predicted = predicted[: len(results)] if predicted is not None else None
         raw = [[float(x) for x in res.run_secs] if res.run_secs is not None else None for res in results]  # what the log keeps
         results = [_summarized(res, self.protocol) for res in results]  # what MetaSchedule ranks by
         if predicted is not None:
@@ -696,13 +705,13 @@ class _StopRequest:
 
 
 def _strategy(tuner: str, max_trials: int) -> Any:
-    """Evolutionary search for ``xgb`` (population scaled down for small budgets: evolving 512
+    """Evolutionary search for ``xgb`` (``POPULATION``, scaled down for small budgets: evolving 128
     candidates to measure 8 wastes most of a test's time), random sampling for ``random``."""
     from tvm.s_tir.meta_schedule.search_strategy import EvolutionarySearch, ReplayTrace
 
     if tuner == "random":
         return ReplayTrace()
-    return EvolutionarySearch(population_size=int(min(512, max(64, 8 * max_trials))))
+    return EvolutionarySearch(population_size=int(min(POPULATION, max(64, 8 * max_trials))))
 
 
 def _seed_from_log(s: TaskState, prior: list[rec.Record], workload: Any, database: Any, cost_model: Any) -> None:
@@ -807,8 +816,29 @@ def _short_error(msg: Any) -> str | None:
     return "\n".join(lines[-3:])[-1000:]
 
 
-def _measure(builder: Any, runner: Any, target: Any, cands: list[Any], state: SearchState) -> tuple[list[Any], list[dict[str, Any] | None]]:
-    """Build then run a batch; a failed build becomes a failed result for its candidate.
+def _measure(
+    builder: Any, runner: Any, target: Any, cands: list[Any], state: SearchState, until: float = math.inf
+) -> tuple[list[Any], list[dict[str, Any] | None]]:
+    """Build then run the candidates, in chunks of ``CHUNK`` when the batch must end ``until``: the
+    first chunk always, then as many as the pace of those before them fits by then. Returns
+    the results of the candidates measured, a prefix of ``cands`` (a failed build is a failed result),
+    and per candidate the RPC server that timed it (``_measure_chunk``)."""
+    results: list[Any] = []
+    measured_on: list[dict[str, Any] | None] = []
+    began, n = state.now(), CHUNK if math.isfinite(until) else len(cands)
+    while len(results) < len(cands):
+        if results:  # the candidates that fit before ``until`` at this batch's pace so far
+            n = min(CHUNK, math.floor((until - state.now()) * len(results) / max(state.now() - began, 1e-9)))
+            if n < 1:
+                break
+        chunk_results, chunk_on = _measure_chunk(builder, runner, target, cands[len(results) : len(results) + n], state)
+        results += chunk_results
+        measured_on += chunk_on
+    return results, measured_on
+
+
+def _measure_chunk(builder: Any, runner: Any, target: Any, cands: list[Any], state: SearchState) -> tuple[list[Any], list[dict[str, Any] | None]]:
+    """Build then run candidates; a failed build becomes a failed result for its candidate.
 
     Also returns, per candidate, the RPC server that timed it (a ``FleetRunner`` notes it by
     artifact path; None when it was timed here or never ran).

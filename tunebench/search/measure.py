@@ -3,7 +3,7 @@
 MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch (its source blames a
 memory leak), and each new worker's first build imports ``tvm.s_tir.tensor_intrin``, which took
 tens of seconds (see ``import_tensor_intrinsics``). ``PersistentBuilder`` keeps one pool, recycled
-every ``recycle_every`` batches to bound the leak, and its workers import the intrinsics the fast
+after ``recycle_every`` builds to bound the leak, and its workers import the intrinsics the fast
 way once at start-up (measured by ``benchmarks/trials_per_minute.py``). What to time and for how
 long is ``settings.MeasureConfig``, shared with the RPC fleet (``rpc``), which is imported only
 when a search asks for it.
@@ -143,9 +143,10 @@ def _persistent_builder_cls() -> Any:
 
     @derived_object
     class PersistentBuilder(lb.PyBuilder):
-        """LocalBuilder's work, but the worker pool survives across batches (recycled every N)."""
+        """LocalBuilder's work, but the worker pool survives across batches (recycled after N builds:
+        a search batch may build in several calls, ``driver.CHUNK``)."""
 
-        recycle_every = 16
+        recycle_every = 1024
 
         def __init__(self, max_workers: int, timeout_sec: float) -> None:
             super().__init__()
@@ -153,15 +154,15 @@ def _persistent_builder_cls() -> Any:
             self.f_build = self.f_export = None
             self.initializer = import_tensor_intrinsics  # once per worker, not once per build
             self._pool: Any = None
-            self._batches = 0
+            self._built = 0
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
-            if self._pool is None or self._batches >= self.recycle_every:
+            if self._pool is None or self._built >= self.recycle_every:
                 if self._pool is not None:
                     self._pool.shutdown()
                 self._pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec, initializer=self.initializer)
-                self._batches = 0
-            self._batches += 1
+                self._built = 0
+            self._built += len(build_inputs)
             args = [(self.f_build, self.f_export, b.mod, b.target, lb._serialize_params(b.params)) for b in build_inputs]
             results = []
             for r in self._pool.map_with_error_catching(lambda x: lb._worker_func(*x), args):
