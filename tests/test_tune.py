@@ -111,7 +111,8 @@ def test_a_time_budget_alone_tunes_until_the_clock_runs_out(tmp_path: Path, monk
     skew, batches = [0.0], []
     real_time = time.time
     monkeypatch.setattr(search, "time", type("Clock", (), {"time": staticmethod(lambda: real_time() + skew[0])}))
-    monkeypatch.setattr(search, "_measure_chunk", lambda builder, runner, target, cands, state: ([RunnerResult([1e-3], None) for _ in cands], [None] * len(cands)))
+    timed = lambda builder, runner, target, cands, state: ([RunnerResult([1e-3], None) for _ in cands], [None] * len(cands))  # noqa: E731
+    monkeypatch.setattr(search, "_measure_chunk", timed)
 
     def reporter(event: str, state: search.SearchState) -> None:
         if event == "batch":
