@@ -228,6 +228,13 @@ def soak_section(path: Path, doc: dict[str, Any]) -> str:
     return section(path, doc, "benchmarks/soak.py", {}, intro, head, rows)
 
 
+def serving_paths_section(path: Path, doc: dict[str, Any]) -> str:
+    """``benchmarks/serving_paths.py``: one build called three ways, alternated in one process."""
+    rows = [[name, f"{r['median_ms']:.2f}", f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"] for name, r in doc["serving_paths"].items()]
+    intro = f"{doc['model']}, log `{doc['log']}`, {doc['threads']} threads; {doc['rounds']} rounds of {doc['calls']} calls, the paths alternated."
+    return section(path, doc, "benchmarks/serving_paths.py", {}, intro, ["path", "median ms", "p10-p90 ms"], rows)
+
+
 KINDS: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Path, dict[str, Any]], str]]] = [
     ("Benchmarks: `tunebench bench`", lambda d: "columns" in d, bench_section),
     ("Warm start: `benchmarks/warm_start.py`", lambda d: "medians" in d, warm_start_section),
@@ -237,6 +244,7 @@ KINDS: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Path, dict[st
     ("Cost model, warm against cold: `benchmarks/cost_model_warm_start.py`", lambda d: "warm" in d and "cold" in d, warm_cold_section),
     ("Tuning throughput: `benchmarks/trials_per_minute.py`", lambda d: "variants" in d, throughput_section),
     ("Soak: `benchmarks/soak.py`", lambda d: "result" in d and "single" in d["result"], soak_section),
+    ("Serving paths: `benchmarks/serving_paths.py`", lambda d: "serving_paths" in d, serving_paths_section),
 ]
 
 

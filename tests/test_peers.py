@@ -13,6 +13,12 @@ from tunebench.errors import TunebenchError
 TINY = f"{Path(__file__).parent / 'fixtures' / 'tiny.py'}:tiny_conv"
 
 
+@pytest.fixture(scope="module")
+def template() -> dict[str, object]:
+    """A real run's JSON, eager only: what a stand-in column process answers with its own column in."""
+    return bench.run_bench(TINY, iters=1, warmup=1, inductor=False, only=[bench.EAGER]).to_json()
+
+
 def test_peer_columns_run_the_onnx_export_in_fp32() -> None:
     result = bench.run_bench(TINY, iters=3, warmup=1, inductor=False, peers=True, peer_spin=False, threads=1)
     cols = {c.name: c for c in result.columns}
@@ -55,9 +61,8 @@ def test_alone_times_each_column_in_its_own_process() -> None:
     assert result.speedup(result.column(bench.ORT)) == pytest.approx(result.column(bench.EAGER).median / result.column(bench.ORT).median)
 
 
-def test_alone_alternates_the_columns_round_by_round_and_pools_their_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alone_alternates_the_columns_round_by_round_and_pools_their_samples(monkeypatch: pytest.MonkeyPatch, template: dict) -> None:
     # the processes stand in (each real one imports torch and TVM: ~15 s); the test above starts real ones
-    template = bench.run_bench(TINY, iters=1, warmup=1, inductor=False, only=[bench.EAGER]).to_json()
     calls: list[str] = []
 
     def child(model: str, options: dict[str, object]) -> dict[str, object]:
@@ -76,9 +81,8 @@ def test_alone_alternates_the_columns_round_by_round_and_pools_their_samples(mon
     assert result.iters == 6 and result.to_json()["protocol"] == "alone: each column in its own process, 3 rounds alternated, 2 calls each"
 
 
-def test_a_table_without_the_eager_column_has_no_speedups(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_table_without_the_eager_column_has_no_speedups(monkeypatch: pytest.MonkeyPatch, template: dict) -> None:
     # `bench --alone 3 --only tunebench-tuned,tunebench-saved` timed both columns, then crashed printing them
-    template = bench.run_bench(TINY, iters=1, warmup=1, inductor=False, only=[bench.EAGER]).to_json()
     monkeypatch.setattr(bench, "_child", lambda model, options: {**template, "columns": [{**template["columns"][0], "name": options["only"][0]}]})  # type: ignore[index]
     result = bench.run_alone(TINY, rounds=1, iters=1, warmup=1, inductor=False, peers=True, only=[bench.ORT])
     assert [c.name for c in result.columns] == [bench.ORT] and result.speedup(result.column(bench.ORT)) is None
