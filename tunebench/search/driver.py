@@ -201,9 +201,9 @@ class SearchState:
         Sizes are those ``_search`` runs (``_batch_sizes``); each batch costs its phase's ``Pace``.
         Under a deadline the batches fill the time to it: the last one that fits is cut to what is
         left, and a batch that would leave too little for another (its fixed part and one ``CHUNK``)
-        shares its time with the next if both get that much, so the run ends at the deadline rather than a fraction of a
-        batch before it (a 10-minute ``make tune`` ended 2 min 21 s early, AMD EPYC Zen 3). A batch
-        then measures until its planned end (``batch_end``).
+        shares its time with the next if both get that much, so the run ends at the deadline rather
+        than a fraction of a batch before it (a 10-minute ``make tune`` ended 2 min 21 s early, AMD
+        EPYC Zen 3). A batch then measures until its planned end (``batch_end``).
         """
         if all(s.done for s in self.states):
             return []
@@ -219,9 +219,9 @@ class SearchState:
             (phase, trials), nxt = nxt, next(sizes, None)
             pace = self.paces[phase]
             fits = int(min(trials, pace.trials_within(room)))
-            if fits < 1 or pace.batch_seconds(fits) <= 0:
+            seconds = pace.batch_seconds(fits) if fits >= 1 else 0.0
+            if seconds <= 0:
                 break  # the deadline ends the run here (or batches cost nothing: it ends now)
-            seconds = pace.batch_seconds(fits)
             # the least batch worth its fixed part: one chunk
             least = self.paces[nxt[0]].batch_seconds(min(nxt[1], CHUNK)) if nxt else math.inf
             if math.isfinite(room) and 0 < room - seconds < least <= room / 2:  # too little would be left for another batch
@@ -828,7 +828,8 @@ def _measure(
     began, n = state.now(), CHUNK if math.isfinite(until) else len(cands)
     while len(results) < len(cands):
         if results:  # the candidates that fit before ``until`` at this batch's pace so far
-            n = min(CHUNK, math.floor((until - state.now()) * len(results) / max(state.now() - began, 1e-9)))
+            now = state.now()
+            n = min(CHUNK, math.floor((until - now) * len(results) / max(now - began, 1e-9)))
             if n < 1:
                 break
         chunk_results, chunk_on = _measure_chunk(builder, runner, target, cands[len(results) : len(results) + n], state)

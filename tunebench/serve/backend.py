@@ -379,7 +379,6 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Reject unknown options (a typo must not silently compile with defaults); read logs once."""
     from .digest import read_for_serving
