@@ -115,7 +115,7 @@ def test_a_task_without_records_served_by_a_relative_is_said_so(tiny_log: Path, 
     result = bench.run_bench(TINY, log=partial, iters=1, warmup=1, inductor=False, untuned=False)
     tuned = result.column(bench.TUNED)
     assert tuned.status == "ok" and tuned.max_abs_err <= 1e-3, (tuned.status, tuned.reason)
-    assert tuned.coverage == "1/1 subgraphs in TVM, 2/2 tasks tuned (1 transferred from other shapes, untimed), nchw layout"
+    assert tuned.coverage == "1/1 subgraphs in TVM, 2/2 tasks tuned (1 transferred from other workloads, untimed), nchw layout"
 
 
 def _add_fastest_unfit_record(log: Path) -> None:

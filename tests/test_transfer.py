@@ -157,11 +157,11 @@ def test_a_batch_size_never_tuned_gets_the_tuned_ones_schedules(tiny_log: Path, 
             torch.testing.assert_close(compiled(x2), model(x2), rtol=1e-3, atol=1e-3)
     [sub] = compiled.last.subgraphs
     assert sub.runner == "tvm" and len(sub.transferred) == sub.tasks == len(sub.applied) == 2
-    assert "2 transferred from other shapes, untimed" in compiled.last.coverage()
+    assert "2 transferred from other workloads, untimed" in compiled.last.coverage()
 
     lowered = api.lower_model(TINY, "avx2", layout="nchw", batch=[2])
     priors = load_priors(tiny_log, lowered.target, lowered.target.measurement_class())
     for task in lowered.tasks:
         carried = _carry_over(task, priors, "cold")
         assert carried and all(r.key != task.workload_key for r in carried)
-        assert refitted(carried[0].trace, task.mod, priors.workloads[carried[0].key]) is not None
+        assert refitted(carried[0].trace, task.mod, priors.workloads[carried[0].key], lowered.target.tvm()) is not None

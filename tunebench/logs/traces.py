@@ -10,7 +10,9 @@ a crash in the middle of a compile.
 
 ``refitted`` carries a schedule to the same computation at other extents (another batch size,
 another conv shape of the same fused op sequence), as Transfer-Tuning does: the trace is replayed
-with each tile-size decision refitted to the loop it now splits.
+with each tile-size decision refitted to the loop it now splits. A conv whose batch norm was
+computed in its epilogue (logs from before ``lowering.batchnorm``) counts as the same computation
+as the conv with the batch norm folded in: its schedule reaches the folded task through the anchor.
 """
 
 from __future__ import annotations
@@ -57,8 +59,13 @@ def schedule_for(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
 def op_signature(task_name: str) -> str:
     """A fused task's op sequence without Relax's numbering (``fused_conv2d_NCHWc3_add5_relu2`` ->
     ``fused_conv2d_NCHWc_add_relu``; a ``_1`` that ``tasks.merge_tasks`` appended goes too): tasks that
-    compute the same ops at other extents share it."""
-    return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", _unmerged(task_name))
+    compute the same ops at other extents share it. A batch norm decomposed after a conv
+    (``_subtract_divide_multiply_add``) reads as the bias ``_add`` it folds into."""
+    ops = re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", _unmerged(task_name))
+    return ops.replace(_DECOMPOSED_BATCH_NORM, "_add")
+
+
+_DECOMPOSED_BATCH_NORM = "_subtract_divide_multiply_add"
 
 
 def relatives(task_name: str, flop: float, workloads: Mapping[str, Any], exclude: str = "") -> list[str]:
@@ -79,11 +86,13 @@ def _unmerged(task_name: str) -> str:
     return re.sub(r"_\d+$", "", task_name)
 
 
-def refitted(trace_json: Any, mod: Any, tuned_on: Any) -> Any:
+def refitted(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
     """``mod`` scheduled by a trace tuned on ``tuned_on`` (a ``records.WorkloadEntry`` of the same
-    op sequence at other extents), each ``SamplePerfectTile`` decision refitted (``_refit``); None
-    when the trace does not apply."""
+    op sequence, ``op_signature``), each ``SamplePerfectTile`` decision refitted (``_refit``); else,
+    when the trace names blocks ``mod`` lacks (another epilogue), through its anchor block at the
+    extents it was tuned for; None when neither applies."""
     from tvm.s_tir import Schedule
+    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
 
     tuned = replay(trace_json, tuned_on.ms_workload().mod)
     if tuned is None:
@@ -97,6 +106,12 @@ def refitted(trace_json: Any, mod: Any, tuned_on: Any) -> Any:
 
     try:
         tuned.trace.apply_to_schedule(sch, remove_postproc=False, decision_provider=decide)
+        return sch
+    except RuntimeError:
+        pass
+    sch = Schedule(mod)
+    try:
+        schedule_using_anchor_trace(sch, tuned.trace, target)
     except RuntimeError:
         return None
     return sch

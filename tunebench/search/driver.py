@@ -590,7 +590,7 @@ class _Batcher:
         if r.key == workload_key:
             sch = schedule_for(r.trace, workload.mod, source, self.target.tvm())
         else:  # a relative's schedule (``_relatives``): its tiles refitted to this task's loops
-            sch = refitted(r.trace, workload.mod, source) if source is not None else None
+            sch = refitted(r.trace, workload.mod, source, self.target.tvm()) if source is not None else None
         return None if sch is None else MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
 
     def prepare(self, s: TaskState, max_trials: int, batch: int, prior: list[rec.Record], rand_state: int, tuner: str) -> None:

@@ -117,7 +117,7 @@ class Served:
 
     def __str__(self) -> str:
         layout = f", {'; '.join(self.lowerings)}" if self.lowerings else ""
-        moved = f" ({self.transferred} transferred from other shapes, untimed)" if self.transferred else ""
+        moved = f" ({self.transferred} transferred from other workloads, untimed)" if self.transferred else ""
         return f"{self.tvm}/{self.tvm + self.pytorch} subgraphs in TVM, {self.tuned}/{self.tasks} tasks tuned{moved}{layout}"
 
 

@@ -69,7 +69,7 @@ def _schedule(task: Task, log: HistoryLog, ranked: dict[str, list[Record]], subs
         return "", None, None
     for key in subs:
         for r in ranked[key]:
-            sch = refitted(r.trace, task.mod, log.workloads[key])
+            sch = refitted(r.trace, task.mod, log.workloads[key], target.tvm())
             if sch is not None:
                 return key, r, sch
     return "", None, None

@@ -94,7 +94,7 @@ class Coverage:
         return bool(self.tasks) and not self.missing
 
     def __str__(self) -> str:
-        moved = f" ({len(self.transferred)} transferred from other shapes, untimed)" if self.transferred else ""
+        moved = f" ({len(self.transferred)} transferred from other workloads, untimed)" if self.transferred else ""
         return f"{len(self.applied)}/{len(self.tasks)} tasks tuned{moved}"
 
 
