@@ -13,6 +13,7 @@ from tunebench.logs.records import WorkloadEntry
 from tunebench.logs.traces import op_signature, refitted, relatives, replay
 from tunebench.lowering import frontend
 from tunebench.lowering.tasks import extract_tasks
+from tunebench.search.measure import import_tensor_intrinsics
 from tunebench.target import resolve_target
 from tunebench.zoo import get_model
 
@@ -73,6 +74,7 @@ def test_a_schedule_tuned_with_the_batch_norm_in_the_epilogue_serves_the_folded_
     twin = unfolded[relatives(stem.name, stem.flop, known)[0]]
     assert "_subtract_divide_multiply_add" in twin.name and op_signature(twin.name) == op_signature(stem.name)
 
+    import_tensor_intrinsics()  # TuneContext would import every backend's: minutes with torch loaded
     ctx = ms.TuneContext(mod=twin.mod, target=spec.tvm(), space_generator="post-order-apply", task_name=twin.name, num_threads=2, rand_state=1)
     trace = ctx.generate_design_space()[0].trace.as_json(remove_postproc=False)
     assert replay(trace, stem.mod) is None
