@@ -92,3 +92,14 @@ def test_a_schedule_tuned_with_the_batch_norm_in_the_epilogue_serves_the_folded_
         tvm.compile(m, target=spec.tvm())["main"](*args)
         outs.append(args[-1].numpy())
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_folded_conv_takes_its_own_twins_schedule_before_another_stages_of_closer_flop() -> None:
+    """ResNet's stages do equal work per 3x3 conv; with the batch norm in the epilogue the stage with
+    fewer output elements is nearer a folded conv in FLOP than the conv's own unfolded twin."""
+    conv = 2 * 56 * 56 * 64 * 64 * 9  # FLOP of a 3x3 conv in stage 1, and in stage 2 (28x28, 128 channels)
+    own = WorkloadEntry("own", "fused_conv2d_NCHWc1_subtract1_divide1_multiply1_add2_relu1", conv + 5 * 56 * 56 * 64, "", 2)
+    other = WorkloadEntry("other", "fused_conv2d_NCHWc4_subtract2_divide2_multiply2_add5_relu2", conv + 5 * 28 * 28 * 128, "", 2)
+    folded_flop = conv + 2 * 56 * 56 * 64
+    assert abs(other.flop - folded_flop) < abs(own.flop - folded_flop)
+    assert relatives("fused_conv2d_NCHWc1_add1_relu1", folded_flop, {"own": own, "other": other}) == ["own", "other"]
