@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bn_fold.py mobilenet_v2 --log tuning_logs/mobilenet_v2-avx2.jsonl.gz
 
-Each conv task of the model is lowered twice: as before ``lowering.batchnorm`` (the batch norm
-decomposed into the conv's epilogue: subtract, divide, multiply, add per output element) and as
-tunebench lowers it now (folded into the weights and a bias). Both are scheduled by the same record,
+Each conv task of the model is lowered twice: as tunebench lowers it (the batch norm decomposed
+into the conv's epilogue: subtract, divide, multiply, add per output element) and with
+``lowering.batchnorm`` (folded into the weights and a bias). Both are scheduled by the same record,
 the log's fastest timed on this machine class for the unfolded task (the folded one through the
 conv's anchor block, ``traces.refitted``), built, and timed the tuner's way (one call after a cache
 flush of all but the input), in alternated rounds. Prints per task and weighted sums; writes
@@ -55,18 +55,17 @@ def main() -> None:
 
 def _pairs(model_name: str, log_path: str, spec: Any, rounds: int) -> Any:
     """(folded task name, weight, ms with the epilogue, ms folded) per conv task with a record here."""
-    from tvm.relax.frontend.torch import from_exported_program
-
     from tunebench.logs.records import read_log
     from tunebench.logs.traces import op_signature, refitted, schedule_for
     from tunebench.lowering import frontend
+    from tunebench.lowering.batchnorm import fold_batch_norms
     from tunebench.lowering.tasks import extract_tasks
     from tunebench.zoo import get_model
 
     model, inputs = get_model(model_name)
     exported = frontend.export(model, inputs)
-    unfolded = extract_tasks(frontend.optimize(from_exported_program(exported, keep_params_as_input=False), spec, layout="blocked"), spec)
-    folded = extract_tasks(frontend.optimize(frontend.to_relax(exported), spec, layout="blocked"), spec)
+    unfolded = extract_tasks(frontend.optimize(frontend.to_relax(exported), spec, layout="blocked"), spec)
+    folded = extract_tasks(frontend.optimize(fold_batch_norms(frontend.to_relax(exported)), spec, layout="blocked"), spec)
     log = read_log(log_path)
     here = spec.measurement_class()
     best: dict[str, Any] = {}

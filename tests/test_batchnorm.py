@@ -12,6 +12,7 @@ from tests.test_layout import MOBILE
 from tunebench.logs.records import WorkloadEntry
 from tunebench.logs.traces import op_signature, refitted, relatives, replay
 from tunebench.lowering import frontend
+from tunebench.lowering.batchnorm import fold_batch_norms
 from tunebench.lowering.tasks import extract_tasks
 from tunebench.search.measure import import_tensor_intrinsics
 from tunebench.target import resolve_target
@@ -42,7 +43,7 @@ def test_each_batch_norm_after_a_conv_folds_into_it_and_the_output_stays_eagers(
     torch.manual_seed(0)
     module, x = NormsAround().eval(), torch.randn(1, 3, 12, 12)
     spec = resolve_target("avx2", check=False)
-    source = frontend.to_relax(frontend.export(module, (x,)))
+    source = fold_batch_norms(frontend.to_relax(frontend.export(module, (x,))))
     assert source["main"].script().count("R.nn.batch_norm(") == 1  # the input's: no conv before it
     mod = frontend.optimize(source, spec, layout="blocked")
     kernels = re.findall(r"R\.call_tir\((?:cls\.)?(\w+)", mod["main"].script())
@@ -60,15 +61,14 @@ def test_a_schedule_tuned_with_the_batch_norm_in_the_epilogue_serves_the_folded_
     and computes what the unscheduled folded task computes."""
     import tvm
     import tvm_ffi
-    from tvm.relax.frontend.torch import from_exported_program
     from tvm.s_tir import meta_schedule as ms
 
     module, (x,) = get_model(MOBILE)
     spec = resolve_target("avx2", check=False)
     exported = frontend.export(module, (x,))
-    unfolded_mod = frontend.optimize(from_exported_program(exported, keep_params_as_input=False), spec, layout="blocked")
+    unfolded_mod = frontend.optimize(frontend.to_relax(exported), spec, layout="blocked")
     unfolded = {t.workload_key: t for t in extract_tasks(unfolded_mod, spec)}
-    folded = extract_tasks(frontend.optimize(frontend.to_relax(exported), spec, layout="blocked"), spec)
+    folded = extract_tasks(frontend.optimize(fold_batch_norms(frontend.to_relax(exported)), spec, layout="blocked"), spec)
     stem = next(t for t in folded if t.name.startswith("fused_conv2d_NCHWc_add"))
     known = {k: WorkloadEntry(k, t.name, t.flop, ms.database.Workload(t.mod).as_json()[1], t.weight) for k, t in unfolded.items()}
     twin = unfolded[relatives(stem.name, stem.flop, known)[0]]
