@@ -10,9 +10,9 @@ a crash in the middle of a compile.
 
 ``refitted`` carries a schedule to the same computation at other extents (another batch size,
 another conv shape of the same fused op sequence), as Transfer-Tuning does: the trace is replayed
-with each tile-size decision refitted to the loop it now splits. A conv whose batch norm was
-computed in its epilogue (logs from before ``lowering.batchnorm``) counts as the same computation
-as the conv with the batch norm folded in: its schedule reaches the folded task through the anchor.
+with each tile-size decision refitted to the loop it now splits. A conv with its batch norm
+computed in its epilogue counts as the same computation as the conv with the batch norm folded in
+(``lowering.batchnorm``): a schedule reaches the other through the anchor.
 """
 
 from __future__ import annotations
