@@ -55,7 +55,7 @@ def test_each_batch_norm_after_a_conv_folds_into_it_and_the_output_stays_eagers(
 
 
 def test_a_schedule_tuned_with_the_batch_norm_in_the_epilogue_serves_the_folded_conv() -> None:
-    """A log from before the fold holds the stem conv with its batch norm decomposed in the epilogue:
+    """A log of the default lowering holds the stem conv with its batch norm decomposed in the epilogue:
     that workload is the folded stem's nearest relative, its schedule does not replay on the folded
     task as recorded (the epilogue's blocks are gone) but applies through the conv's anchor block,
     and computes what the unscheduled folded task computes."""

@@ -39,18 +39,22 @@ def schedule_for(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
     """``mod`` scheduled by a trace recorded on ``tuned_on`` (the record's ``records.WorkloadEntry``,
     or None if unknown): replayed as is, else through the anchor block; None when neither applies.
     ``tuned_on`` is deserialized only for the fallback: most traces replay as they are."""
-    from tvm.s_tir import Schedule
-    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
-
     sch = replay(trace_json, mod)
     if sch is not None or tuned_on is None:
         return sch
     tuned = replay(trace_json, tuned_on.ms_workload().mod)
-    if tuned is None:
-        return None
+    return None if tuned is None else _through_anchor(tuned.trace, mod, target)
+
+
+def _through_anchor(trace: Any, mod: Any, target: Any) -> Any:
+    """``mod`` scheduled by the anchor block's part of ``trace`` (the rest inlined or parallelized
+    by MetaSchedule's ``schedule_using_anchor_trace``), or None when it does not apply."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
+
     sch = Schedule(mod)
     try:
-        schedule_using_anchor_trace(sch, tuned.trace, target)
+        schedule_using_anchor_trace(sch, trace, target)
     except RuntimeError:
         return None
     return sch
@@ -102,7 +106,6 @@ def refitted(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
     when the trace names blocks ``mod`` lacks (another epilogue), through its anchor block at the
     extents it was tuned for; None when neither applies."""
     from tvm.s_tir import Schedule
-    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
 
     tuned = replay(trace_json, tuned_on.ms_workload().mod)
     if tuned is None:
@@ -116,14 +119,8 @@ def refitted(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
 
     try:
         tuned.trace.apply_to_schedule(sch, remove_postproc=False, decision_provider=decide)
-        return sch
     except RuntimeError:
-        pass
-    sch = Schedule(mod)
-    try:
-        schedule_using_anchor_trace(sch, tuned.trace, target)
-    except RuntimeError:
-        return None
+        return _through_anchor(tuned.trace, mod, target)
     return sch
 
 
