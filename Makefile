@@ -25,7 +25,8 @@ setup: $(VENV_OK)
 # TRIALS only caps it.
 # TARGET=host tunes the widest ISA this CPU runs (AVX-512 where it has it, else AVX2) and says which; the bench
 # then serves that log beside eager, inductor, ONNX Runtime and OpenVINO (docs/peers.md). Convs are tuned in the
-# blocked layout; TUNE_ARGS='--layout nchw --winograd' tunes NCHW with Winograd tasks instead.
+# blocked layout; TUNE_ARGS='--layout nchw --winograd' tunes NCHW with Winograd tasks instead, '--fold-bn' with the batch
+# norms folded into the convs (serving races the lowerings the log covers and serves the fastest).
 tune: $(VENV_OK)
 	.venv/bin/tunebench tune $(MODEL) --target $(TARGET) --timeout $$(( $(MINUTES) * 60 - $(BENCH_SECONDS) )) --more $(TRIALS) $(TUNE_ARGS)
 	preset=$$(.venv/bin/python -c 'import sys; from tunebench.target import host_preset; print(host_preset()[0] if sys.argv[1] == "host" else sys.argv[1])' $(TARGET)); \

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from tests.test_layout import MOBILE
+from tests.conftest import TINY
+from tests.test_layout import MOBILE, _log
 from tunebench.logs.records import WorkloadEntry
 from tunebench.logs.traces import op_signature, refitted, relatives, replay
-from tunebench.lowering import frontend
+from tunebench.lowering import batchnorm, frontend
 from tunebench.lowering.batchnorm import fold_batch_norms
 from tunebench.lowering.tasks import extract_tasks
 from tunebench.search.measure import import_tensor_intrinsics
@@ -43,9 +45,10 @@ def test_each_batch_norm_after_a_conv_folds_into_it_and_the_output_stays_eagers(
     torch.manual_seed(0)
     module, x = NormsAround().eval(), torch.randn(1, 3, 12, 12)
     spec = resolve_target("avx2", check=False)
-    source = fold_batch_norms(frontend.to_relax(frontend.export(module, (x,))))
-    assert source["main"].script().count("R.nn.batch_norm(") == 1  # the input's: no conv before it
-    mod = frontend.optimize(source, spec, layout="blocked")
+    source = frontend.to_relax(frontend.export(module, (x,)))
+    assert fold_batch_norms(source)["main"].script().count("R.nn.batch_norm(") == 1  # the input's: no conv before it
+    assert source["main"].script().count("R.nn.batch_norm(") == 3  # folding copies: the imported module is lowered other ways too
+    mod = frontend.optimize(source, spec, layout="blocked", fold=True)
     kernels = re.findall(r"R\.call_tir\((?:cls\.)?(\w+)", mod["main"].script())
     convs = [k for k in kernels if "conv2d" in k]
     assert len(convs) == 2 and not any("divide" in k or "subtract" in k for k in convs), kernels
@@ -103,3 +106,38 @@ def test_a_folded_conv_takes_its_own_twins_schedule_before_another_stages_of_clo
     folded_flop = conv + 2 * 56 * 56 * 64
     assert abs(other.flop - folded_flop) < abs(own.flop - folded_flop)
     assert relatives("fused_conv2d_NCHWc1_add1_relu1", folded_flop, {"own": own, "other": other}) == ["own", "other"]
+
+
+def test_serving_folds_the_batch_norms_when_the_logs_folded_tasks_are_faster() -> None:
+    """Folding is a lowering the log chooses, as the layout is: a log holding the folded convs
+    (``tune --fold-bn``) serves them folded when their estimate wins, unfolded when it loses or a
+    folded task has no record; a model without a batch norm never lowers a folded candidate."""
+    from tunebench import api
+    from tunebench.errors import TunebenchError
+    from tunebench.serve import choose
+
+    torch.manual_seed(0)
+    module, x = NormsAround().eval(), torch.randn(1, 3, 12, 12)
+    plain = api.lower_model(module, "avx2", example_inputs=(x,), layout="blocked")
+    folded = api.lower_model(module, "avx2", example_inputs=(x,), layout="blocked", fold_bn=True)
+    spec = plain.target
+    new = [t for t in folded.tasks if t.workload_key not in {u.workload_key for u in plain.tasks}]
+    assert new and all("conv2d" not in t.name or "subtract" not in t.name for t in new)
+
+    def pick(folded_seconds: float, drop: int = 0) -> choose.LoweringChoice:
+        log = _log(plain.tasks, 2e-3, "cold")
+        assert not batchnorm.in_log(log)
+        log.extend(_log(new, folded_seconds, "cold"))
+        log.records = log.records[: len(log.records) - drop]
+        return choose.choose_lowering(plain.source, plain.relax_mod, "blocked", spec, log, choose.best_records(log, spec, warn=False))
+
+    faster = pick(1e-4)
+    assert faster.folded and faster.layout == "blocked" and "batch norms folded" in str(faster)
+    assert {t.workload_key for t in extract_tasks(faster.mod, spec)} == {t.workload_key for t in folded.tasks}
+    assert not pick(1e-2).folded
+    assert not pick(1e-4, drop=1).folded  # a folded task without a record
+
+    tiny = api.lower_model(TINY, "avx2", layout="blocked")  # no batch norm: folding changes nothing
+    assert not batchnorm.foldable(tiny.source) and batchnorm.foldable(plain.source)
+    with pytest.raises(TunebenchError, match="--fold-bn or --winograd"):
+        api.lower_model(module, "avx2", example_inputs=(x,), layout="nchw", winograd=True, fold_bn=True)

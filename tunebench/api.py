@@ -31,12 +31,12 @@ def log_summary(path: str | Path, models: list[str] | None = None) -> Any:
 
 def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[Any]]]:
     """``model``'s tasks per lowering ``log`` holds workloads of: NCHW direct convs, NCHW with
-    Winograd tasks beside them, blocked layout. The model is exported once; the other lowerings
-    start from its imported module."""
+    Winograd tasks beside them, blocked layout, each layout with batch norms folded. The model is
+    exported once; the other lowerings start from its imported module."""
     import json
 
     from .errors import TunebenchError
-    from .lowering import layout, winograd
+    from .lowering import batchnorm, layout, winograd
     from .lowering.frontend import optimize
     from .lowering.tasks import extract_tasks
 
@@ -51,6 +51,9 @@ def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[An
         out.append(("nchw, winograd", lowered.tasks))
     if layout.in_log(log):
         out.append(("blocked", extract_tasks(optimize(lowered.source, spec, layout="blocked"), spec)))
+    folded = batchnorm.in_log(log)
+    if folded and batchnorm.foldable(lowered.source):
+        out += [(f"{lay}, batch norms folded", extract_tasks(optimize(lowered.source, spec, layout=lay, fold=True), spec)) for lay in sorted(folded)]
     return out
 
 
@@ -84,6 +87,7 @@ def tune(
     layout: str = "blocked",
     batch: list[int] | None = None,
     served: bool = False,
+    fold_bn: bool = False,
     measure: Any = None,
     transfer_from: list[str | Path] | None = None,
     reporter: Any = None,
@@ -91,7 +95,8 @@ def tune(
     """Tune every task of ``model`` (lowered in ``layout``) and append the measurements to its history log.
 
     ``batch``: tune for each of these batch sizes at once (``lower_model``), into one log;
-    ``served``: tune the tasks of the graph dynamo captures (``lower_model``).
+    ``served``: tune the tasks of the graph dynamo captures; ``fold_bn``: with batch norms folded
+    into the convs (``lower_model``; serving folds when these records say it is faster).
     Re-running with the same log resumes: the budget counts what the log already holds.
     ``transfer_from`` logs (another machine's, another model's) give a head start: each task's
     best schedules there are timed here before the search (``driver.tune_tasks``).
@@ -112,7 +117,7 @@ def tune(
     if transfer_from:
         log_files(transfer_from)  # each exists
     with tvmlog.captured(tvmlog.beside(log_path)) as tvm_log:
-        lowered = lower_model(model, spec, example_inputs, num_cores, winograd, layout, batch, served)
+        lowered = lower_model(model, spec, example_inputs, num_cores, winograd, layout, batch, served, fold_bn)
         state = tune_tasks(
             lowered.tasks,
             lowered.target,

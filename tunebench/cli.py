@@ -32,6 +32,9 @@ LogTargetOpt = Annotated[
 ]
 WinogradOpt = Annotated[bool, typer.Option("--winograd", help="also the Winograd implementation of each 3x3 stride-1 conv, to compete with the direct one")]
 LayoutOpt = Annotated[str, typer.Option(help="conv layout: blocked (NCHW[x]c, vector-width channel blocks) or nchw")]
+FoldOpt = Annotated[
+    bool, typer.Option("--fold-bn", help="batch norms folded into the convs before them (serving folds when the log says the folded tasks are faster)")
+]
 CoresOpt = Annotated[Optional[int], typer.Option("--num-cores", help="threads per kernel (default: physical cores)")]
 
 
@@ -84,13 +87,14 @@ def tasks(
     num_cores: CoresOpt = None,
     winograd: WinogradOpt = False,
     layout: LayoutOpt = "blocked",
+    fold_bn: FoldOpt = False,
     batch: BatchOpt = None,
     as_served: ServedOpt = False,
 ) -> None:
     """Lower MODEL (zoo name or path/to/file.py:factory) and list its tuning tasks, and the ops that stay in PyTorch."""
     from .api import lower_model
 
-    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout, batch=_batches(batch), served=as_served)
+    lowered = lower_model(model, target, num_cores=num_cores, winograd=winograd, layout=layout, batch=_batches(batch), served=as_served, fold_bn=fold_bn)
     at = f", batch {batch}" if batch else ""
     spec = lowered.target
     table = Table(title=f"{escape(model)}{at}: {len(lowered.tasks)} tuning tasks for {spec.name} ({spec.mcpu}, {spec.num_cores} cores)")
@@ -128,6 +132,7 @@ def tune(
     ] = False,
     winograd: WinogradOpt = False,
     layout: LayoutOpt = "blocked",
+    fold_bn: FoldOpt = False,
     batch: BatchOpt = None,
     as_served: ServedOpt = False,
     protocol: Annotated[
@@ -170,6 +175,7 @@ def tune(
         tuner=tuner,
         winograd=winograd,
         layout=layout,
+        fold_bn=fold_bn,
         batch=_batches(batch),
         served=as_served,
         measure=MeasureConfig(workers=spec.num_cores, protocol=protocol, rpc=rpc, rpc_key=rpc_key, rpc_allow_public=rpc_allow_public),

@@ -5,19 +5,25 @@ weights (scaled per output channel) and one bias, as ONNX Runtime and OpenVINO r
 ``DecomposeOpsForInference``, it becomes a subtract, a divide, a multiply and an add on every output
 element of the conv's epilogue. Relax's ``FoldBatchnormToConv2D`` leaves the new weights as an
 expression over constants, which ``ConvertLayout`` crashes on (TVM 0.27); here they are computed in
-numpy (in float64, then cast to the weights' dtype) and bound as constants. Not in the default
-lowering (``frontend``): measured by ``benchmarks/bn_fold.py`` and docs/peers.md, it served
-MobileNetV2 faster and ResNet18 slower from the same log.
+numpy (in float64, then cast to the weights' dtype) and bound as constants. A lowering choice, not
+a fixed step (``frontend.optimize(fold=True)``, ``tune --fold-bn``): from the same log it served
+MobileNetV2 faster and ResNet18 slower (``benchmarks/bn_fold.py``, docs/peers.md), so serving folds
+when the log's records say the folded tasks are faster (``serve.choose``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# a fused conv task whose epilogue starts with a bias add not followed by a decomposed batch norm's
+# subtract: the conv of a folded batch norm (or a conv with its own bias and no batch norm)
+_FOLDED_TASK = re.compile(r"conv2d(?:_NCHWc)?\d*+_add\d*+(?!_subtract)")
 
 
 def fold_batch_norms(mod: Any) -> Any:
-    """``mod`` with every ``batch_norm(conv2d(x, W) [+ b])[0]`` of constant ``W``, ``b`` and
-    statistics (NCHW, OIHW) replaced by ``conv2d(x, W') + b'``."""
+    """A copy of ``mod`` with every ``batch_norm(conv2d(x, W) [+ b])[0]`` of constant ``W``, ``b``
+    and statistics (NCHW, OIHW) replaced by ``conv2d(x, W') + b'``."""
     from tvm import relax
     from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
 
@@ -37,10 +43,27 @@ def fold_batch_norms(mod: Any) -> Any:
         w, bias = folded
         return relax.op.add(relax.Call(call.op, [matched[data], relax.const(w)], call.attrs), relax.const(bias))
 
+    mod = mod.clone()  # a caller lowers the same imported module folded and not (``choose``)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             mod[gv] = rewrite_call(pattern, rewrite, func)
     return mod
+
+
+def foldable(mod: Any) -> bool:
+    """Whether ``mod`` has a batch norm ``fold_batch_norms`` folds (else folding lowers it unchanged)."""
+    import tvm_ffi
+
+    return not tvm_ffi.structural_equal(fold_batch_norms(mod), mod)
+
+
+def in_log(log: Any) -> set[str]:
+    """The conv layouts (``layout.LAYOUTS``) of which a ``HistoryLog`` holds folded conv workloads:
+    a bias add right after the conv, as folded batch norms leave them (a model without batch norms
+    never gets the folded lowering anyway: ``foldable``)."""
+    from .layout import TASK_MARK
+
+    return {"blocked" if TASK_MARK in w.task else "nchw" for w in log.workloads.values() if _FOLDED_TASK.search(w.task)}
 
 
 def _channel_bias(add: Any, const: Any) -> Any:

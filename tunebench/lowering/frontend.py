@@ -7,8 +7,9 @@ measured to apply records (see README): torch.export, Relax frontend with the we
 constants (so constant folding precomputes weight transposes once instead of per call),
 inference decompositions, fast forms of erf/exp/tanh (``fastmath``), legalization, constant kernels
 folded once each (``constants``), then the "zero" pipeline (fold what is left, FuseOps, FuseTIR).
-Batch norms stay in the conv epilogues: folding them (``batchnorm``) served MobileNetV2 13% faster
-and ResNet18 5-19% slower on the same log (docs/peers.md), so it is measured, not the default.
+Batch norms stay in the conv epilogues unless ``fold`` folds them into the conv weights first
+(``batchnorm``): folded, MobileNetV2 served 13% faster and ResNet18 5-19% slower from the same log
+(docs/peers.md), so folding is a lowering the log's records choose (``serve.choose``), as the layout is.
 ``meta_schedule.relax_integration.compile_relax`` is not used: it fuses again and misses records.
 """
 
@@ -76,16 +77,18 @@ def to_relax(exported: Any) -> Any:
         raise TunebenchError(f"the Relax torch frontend cannot lower the model: {msg}") from e
 
 
-def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layout: str = "nchw") -> Any:
+def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layout: str = "nchw", fold: bool = False) -> Any:
     """Decompose for inference and fuse under the target: the module tasks come from.
 
     ``layout="blocked"`` runs the convs in the target's NCHW[x]c layout (``layout.convert``).
     Otherwise convs whose shapes are in ``winograd`` (``winograd.ConvSig``) are lowered as Winograd
     and the rest by the default legalization, so an empty collection gives the direct-conv module.
+    ``fold`` folds each batch norm after a conv into the conv's weights and a bias first.
     """
     from tvm import relax
 
     from . import fastmath
+    from .batchnorm import fold_batch_norms
     from .constants import fold_constants
     from .layout import LAYOUTS, convert
     from .layout import legalize_map as blocked_map
@@ -94,7 +97,7 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
     if layout not in LAYOUTS:
         raise TunebenchError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     with target.tvm():
-        mod = relax.transform.DecomposeOpsForInference()(mod)
+        mod = relax.transform.DecomposeOpsForInference()(fold_batch_norms(mod) if fold else mod)
         mod = fastmath.transform(relax.transform.CanonicalizeBindings()(mod))
         legalize = fastmath.legalize_map()
         if layout == "blocked":
@@ -106,11 +109,12 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
         return relax.get_pipeline("zero")(fold_constants(mod))  # before FoldConstant, which builds a kernel per call
 
 
-def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec, layout: str = "nchw") -> tuple[Any, Any]:
-    """Model -> (Relax IRModule as imported, fused IRModule with direct convs in ``layout``).
+def lower(model: Any, example_inputs: tuple[Any, ...], target: TargetSpec, layout: str = "nchw", fold: bool = False) -> tuple[Any, Any]:
+    """Model -> (Relax IRModule as imported, fused IRModule with direct convs in ``layout``, batch
+    norms folded with ``fold``).
 
     The imported module is kept so that ``choose`` can lower it again another way (the other
-    layout, Winograd convs) when the log says that way is faster.
+    layout, Winograd convs, batch norms folded or not) when the log says that way is faster.
     """
     source = to_relax(export(model, example_inputs))
-    return source, optimize(source, target, layout=layout)
+    return source, optimize(source, target, layout=layout, fold=fold)

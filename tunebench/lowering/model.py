@@ -8,9 +8,17 @@ size asked for, their tasks merged (``tasks.merge_tasks``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..target import TargetSpec, resolve_target
+
+
+class Way(NamedTuple):
+    """How the convs are lowered: their layout, Winograd tasks beside the direct ones (NCHW), batch norms folded."""
+
+    layout: str
+    winograd: bool = False
+    fold: bool = False
 
 
 @dataclass
@@ -75,13 +83,15 @@ def lower_model(
     layout: str = "blocked",
     batch: list[int] | None = None,
     served: bool = False,
+    fold_bn: bool = False,
 ) -> LoweredModel:
     """Lower a zoo name, ``file.py:factory`` reference or ``nn.Module`` and extract its tasks.
 
     ``layout="blocked"`` lowers the convs in NCHW[x]c (``tunebench.lowering.layout``), the faster choice
     measured here; "nchw" is what logs tuned before it hold. ``winograd`` (NCHW only) adds the
     Winograd tasks of every eligible 3x3 conv to the direct ones, so a search tunes both
-    implementations and serving can pick the faster per conv shape.
+    implementations and serving can pick the faster per conv shape. ``fold_bn`` folds batch norms
+    into the convs before them (``batchnorm``): serving folds when the log's folded tasks are faster.
 
     ``batch`` lowers the model at each of these batch sizes (default: its example inputs' own) and
     merges their tasks, weights summed: one search then tunes for every shape, by its share.
@@ -97,10 +107,12 @@ def lower_model(
     name, module, inputs = _resolve_model(model, example_inputs)
     if winograd and layout != "nchw":
         raise TunebenchError("Winograd convs compete in the NCHW layout only: use --layout nchw with --winograd")
+    if winograd and fold_bn:
+        raise TunebenchError("Winograd convs compete with unfolded batch norms only: --fold-bn or --winograd, not both")
     lowerings: list[Lowering] = []
     pytorch_ops: dict[tuple[str, str], Any] = {}  # one entry per op and reason, over every shape
     for shape in [with_batch(inputs, b) for b in dict.fromkeys(batch)] if batch else [inputs]:
-        parts, ops = _lower_shape(module, shape, spec, layout, winograd, served)
+        parts, ops = _lower_shape(module, shape, spec, Way(layout, winograd, fold_bn), served)
         lowerings += parts
         pytorch_ops.update({(op.op, op.reason): op for op in ops})
     tasks = merge_tasks(part.tasks for part in lowerings)
@@ -119,7 +131,7 @@ def _resolve_model(model: str | Any, example_inputs: tuple[Any, ...] | None) -> 
     return type(model).__name__, model, tuple(example_inputs)
 
 
-def _lower_shape(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool, served: bool) -> tuple[list[Lowering], list[Any]]:
+def _lower_shape(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, way: Way, served: bool) -> tuple[list[Lowering], list[Any]]:
     """The model at one input shape: lowered whole if the Relax frontend converts every op, else
     partition by partition; with the ops that stay in PyTorch. ``served``: the partitions of the
     graph dynamo captures, exactly what the ``torch.compile`` backend serves."""
@@ -127,16 +139,16 @@ def _lower_shape(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout:
     from .frontend import lower
 
     if served:
-        return _lower_served(module, inputs, spec, layout, winograd)
+        return _lower_served(module, inputs, spec, way)
     try:
-        source, relax_mod = lower(module, inputs, spec, layout)
+        source, relax_mod = lower(module, inputs, spec, way.layout, way.fold)
     except TunebenchError as whole_error:
-        return _lower_partitions(module, inputs, spec, layout, winograd, whole_error)
-    return [_lowering("model", source, relax_mod, inputs, spec, layout, winograd)], []
+        return _lower_partitions(module, inputs, spec, way, whole_error)
+    return [_lowering("model", source, relax_mod, inputs, spec, way)], []
 
 
 def _lower_partitions(
-    module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool, whole_error: Exception
+    module: Any, inputs: tuple[Any, ...], spec: TargetSpec, way: Way, whole_error: Exception
 ) -> tuple[list[Lowering], list[Any]]:
     """A model the whole-model lowering failed on, lowered as the backend serves it: each TVM
     partition on its own (so the tasks tuned are the served subgraphs'), with the ops that stay in
@@ -151,21 +163,21 @@ def _lower_partitions(
         raise whole_error
     if not split.partitions:
         raise TunebenchError(f"no op of the model can be lowered by TVM (in PyTorch: {'; '.join(map(str, ops))}): nothing to tune") from whole_error
-    return _partition_lowerings(split, inputs, spec, layout, winograd), ops
+    return _partition_lowerings(split, inputs, spec, way), ops
 
 
-def _partition_lowerings(split: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> list[Lowering]:
+def _partition_lowerings(split: Any, inputs: tuple[Any, ...], spec: TargetSpec, way: Way) -> list[Lowering]:
     """Each TVM partition of ``split`` (``partition.Partitioned``) lowered as ``backend`` lowers it."""
     from .frontend import optimize
 
     out = []
     for part in split.partitions:
         source = part.source()
-        out.append(_lowering(part.name, source, optimize(source, spec, layout=layout), inputs, spec, layout, winograd))
+        out.append(_lowering(part.name, source, optimize(source, spec, layout=way.layout, fold=way.fold), inputs, spec, way))
     return out
 
 
-def _lower_served(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> tuple[list[Lowering], list[Any]]:
+def _lower_served(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, way: Way) -> tuple[list[Lowering], list[Any]]:
     """Every TVM partition of the graph(s) dynamo captures, lowered as ``backend`` lowers them."""
     from ..errors import TunebenchError
     from .partition import as_served, pytorch_ops
@@ -173,22 +185,22 @@ def _lower_served(module: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout
     lowerings, ops = [], []
     for split in as_served(module, inputs):
         ops += pytorch_ops(split.module)
-        lowerings += _partition_lowerings(split, inputs, spec, layout, winograd)
+        lowerings += _partition_lowerings(split, inputs, spec, way)
     if not lowerings:
         raise TunebenchError("no op of the model can be lowered by TVM: nothing to tune")
     return lowerings, ops
 
 
-def _lowering(name: str, source: Any, relax_mod: Any, inputs: tuple[Any, ...], spec: TargetSpec, layout: str, winograd: bool) -> Lowering:
+def _lowering(name: str, source: Any, relax_mod: Any, inputs: tuple[Any, ...], spec: TargetSpec, way: Way) -> Lowering:
     """A lowering with its tasks: the direct ones, plus with ``winograd`` the Winograd ones of its
     eligible 3x3 convs (NCHW only)."""
     from .frontend import optimize
     from .tasks import extract_tasks
     from .winograd import signatures
 
-    convs = signatures(source) if layout == "nchw" else []
+    convs = signatures(source) if way.layout == "nchw" else []
     tasks = extract_tasks(relax_mod, spec, convs)
-    if winograd and convs:
+    if way.winograd and convs:
         known = {t.workload_key for t in tasks}
         tasks += [t for t in extract_tasks(optimize(source, spec, convs), spec, convs) if t.workload_key not in known]
         tasks.sort(key=lambda t: (-t.total_flop, t.name))

@@ -77,6 +77,10 @@ class SubgraphInfo:
     cache_key: str = ""  # its compile-cache entry
 
 
+# (addresses, version counters) of the static inputs, then (address, version) of the module's own weights
+WeightState = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]
+
+
 @dataclass
 class CompiledGraph:
     """A graph specialized for one call signature: the partitioned module and its subgraphs.
@@ -90,7 +94,7 @@ class CompiledGraph:
     module: torch.fx.GraphModule
     subgraphs: list[SubgraphInfo]
     weights: tuple[Any, ...] = ()
-    versions: tuple[tuple[int, int], ...] = ()
+    versions: WeightState = ((), (), ())
     config: ServingConfig | None = None
 
     @property
@@ -171,24 +175,34 @@ def _cache_key(sub: torch.fx.GraphModule, bound: dict[int, torch.Tensor], exampl
 
 
 def _lower_and_build(part: Partition, cfg: ServingConfig) -> Entry:
-    import tvm
-
+    """Lower the partition the ways the log can serve, build the fastest (``race.fastest``: by the
+    log's estimate, or timed here when the log covers several) and say how it was lowered."""
     from ..lowering import frontend
-    from .build import apply_records, build
-    from .choose import choose_lowering
+    from .choose import lowering_options
+    from .race import fastest
 
     source = part.source()
-    lowering = choose_lowering(source, frontend.optimize(source, cfg.target), "nchw", cfg.target, cfg.log, cfg.best, cfg.winograd)
-    scheduled, coverage = apply_records(lowering.mod, cfg.target, cfg.log, cfg.best)
-    said = {"lowering": str(lowering), "flop": float(sum(t.total_flop for t in coverage.tasks)), "transferred": coverage.transferred}
-    if coverage.missing and cfg.fallback == "untuned":
+    options = lowering_options(source, frontend.optimize(source, cfg.target), "nchw", cfg.target, cfg.log, cfg.best, cfg.winograd)
+    # fallback "untuned": a partition with a task no record applies to stays in PyTorch
+    won = fastest(options, cfg.target, cfg.log, cfg.best, lambda mod: _build(mod, cfg), lambda cov: not (cov.missing and cfg.fallback == "untuned"))
+    coverage = won.coverage
+    said = {"lowering": str(won.choice), "flop": float(sum(t.total_flop for t in coverage.tasks)), "transferred": coverage.transferred}
+    if won.executable is None:
         return Entry("pytorch", len(coverage.tasks), coverage.applied, **said)
+    return Entry("tvm", len(coverage.tasks), coverage.applied, won.executable, **said)
+
+
+def _build(scheduled: Any, cfg: ServingConfig) -> Any:
+    """The VM executable of a scheduled module; a TVM build error becomes a ``TunebenchError`` (that subgraph stays in PyTorch)."""
+    import tvm
+
+    from .build import build
+
     try:
         with tvm.transform.PassContext(opt_level=cfg.opt_level):
-            executable = build(scheduled, cfg.target)
-    except Exception as e:  # a TVM build error on a lowered subgraph: that subgraph stays in PyTorch
+            return build(scheduled, cfg.target)
+    except Exception as e:
         raise TunebenchError(f"TVM cannot build it: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
-    return Entry("tvm", len(coverage.tasks), coverage.applied, executable, **said)
 
 
 class GraphDispatcher:
@@ -196,13 +210,15 @@ class GraphDispatcher:
 
     def __init__(self, gm: torch.nn.Module, static: frozenset[int], options: dict[str, Any]) -> None:
         self.gm, self.static, self.options = gm, static, options
+        self._static_order = tuple(sorted(static))
+        self._inputs: tuple[int, tuple[int, ...]] = (-1, ())  # ``_keys``: argument count, its non-static positions
         self.graphs: dict[tuple[Any, ...], CompiledGraph] = {}  # by (config token, signature)
         # by base config token: (base, base overridden by the options); holding the base keeps it live for make_config
         self._configs: dict[str, tuple[ServingConfig, ServingConfig]] = {}
         self._latest: dict[tuple[Any, ...], CompiledGraph] = {}  # per signature, the graph last served
         self._lock = threading.Lock()  # guards the tables above, and hands out one build lock per key
         self._building: dict[tuple[Any, ...], threading.Lock] = {}
-        self._digest: tuple[tuple[tuple[int, int], ...], str] | None = None  # weight state, the weights' digest
+        self._digest: tuple[WeightState, str] | None = None  # weight state, the weights' digest
         self.last: CompiledGraph | None = None
 
     def config(self, base: ServingConfig) -> ServingConfig:
@@ -255,7 +271,7 @@ class GraphDispatcher:
             graph = self._latest.get(key[1:])
         return graph
 
-    def _build_once(self, key: tuple[Any, ...], args: tuple[Any, ...], versions: tuple[tuple[int, int], ...]) -> CompiledGraph:
+    def _build_once(self, key: tuple[Any, ...], args: tuple[Any, ...], versions: WeightState) -> CompiledGraph:
         """Build the graph for ``key``, or rebuild it when its weights changed, once however many threads ask."""
         with self._lock:
             lock = self._building.setdefault(key, threading.Lock())
@@ -289,40 +305,37 @@ class GraphDispatcher:
         tokens = {k[0] for k in self.graphs}
         self._configs = {t: c for t, c in self._configs.items() if t in tokens}
 
-    def _weights_digest(self, args: tuple[Any, ...], versions: tuple[tuple[int, int], ...]) -> str:
+    def _weights_digest(self, args: tuple[Any, ...], versions: WeightState) -> str:
         """The weights' content digest for plan keys, hashed again only when ``versions`` (each weight's
         address and version counter, ``_keys``) changed. Under the build lock."""
         if self._digest is None or self._digest[0] != versions:
             self._digest = versions, plan.weights_digest(self.gm, args, self.static)
         return self._digest[1]
 
-    def _keys(self, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[tuple[int, int], ...]]:
-        """The call's signature (a weight by address, an input by shape and dtype) and the weight state:
-        address and version counter of every weight a build binds, the static inputs dynamo lifts and
-        the module's own parameters and buffers (``compile`` exports the user's module itself).
+    def _keys(self, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], WeightState]:
+        """The call's signature (the weights by address, an input by shape and dtype) and the weight
+        state: address and version counter of every weight a build binds, the static inputs dynamo
+        lifts and the module's own parameters and buffers (``compile`` exports the user's module itself).
 
-        One pass over the arguments, on every call: dynamo hands MobileNetV2's 263 weights to each
-        call, and two passes cost 0.9 ms of a 13 ms call (AMD EPYC Zen 3)."""
-        signature: list[Any] = []
-        state: list[tuple[int, int]] = []
-        static = self.static
-        for i, a in enumerate(args):
-            if not isinstance(a, torch.Tensor):
-                signature.append(a)
-            elif i in static:
-                ptr = a.data_ptr()
-                signature.append(ptr)
-                state.append((ptr, _version(a)))
-            else:
-                signature.append((tuple(a.shape), a.dtype))
-        for t in [*self.gm.parameters(), *self.gm.buffers()]:
-            state.append((t.data_ptr(), _version(t)))
-        return tuple(signature), tuple(state)
+        Runs on every call, over MobileNetV2's 263 lifted weights: one comprehension per field,
+        not a branchy loop per argument (that loop took 0.25-0.45 ms of a 13 ms call, AMD EPYC Zen 3)."""
+        static = self._static_order
+        try:
+            ptrs = tuple([args[i].data_ptr() for i in static])
+            versions = tuple([args[i]._version for i in static])
+        except (AttributeError, RuntimeError):  # a static non-tensor; an inference-mode tensor keeps no version
+            ptrs = tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in (args[i] for i in static))
+            versions = tuple(_version(args[i]) if isinstance(args[i], torch.Tensor) else -1 for i in static)
+        if self._inputs[0] != len(args):  # the non-static positions, per argument count
+            self._inputs = len(args), tuple(i for i in range(len(args)) if i not in self.static)
+        others = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in (args[i] for i in self._inputs[1]))
+        own = tuple((t.data_ptr(), _version(t)) for t in (*self.gm.parameters(), *self.gm.buffers()))
+        return (ptrs, others), (ptrs, versions, own)
 
     def __call__(self, *args: Any) -> Any:
         return self.prepare(*args).module(*args)
 
-    def _build(self, args: tuple[Any, ...], cfg: ServingConfig, versions: tuple[tuple[int, int], ...]) -> CompiledGraph:
+    def _build(self, args: tuple[Any, ...], cfg: ServingConfig, versions: WeightState) -> CompiledGraph:
         weights = tuple(args[i] for i in sorted(self.static))
         key = plan.plan_key(self.gm, args, self.static, cfg.build_text, self._weights_digest(args, versions)) if plan.plannable(self.gm) else None
         planned = self._planned(key, cfg) if key else None

@@ -105,44 +105,60 @@ class LoweringChoice:
     mod: Any
     layout: str  # layout.LAYOUTS
     winograd: list[Any] = field(default_factory=list)  # conv shapes lowered as Winograd
+    folded: bool = False  # batch norms folded into the convs (``batchnorm``)
     estimate: tuple[float, ...] = (1, float("inf"))  # ``_estimate``'s key, lower is better; (1, ...): a task has no record
+    raced: str = ""  # how it beat the others when built and timed against them (``race``)
 
     def __str__(self) -> str:
-        return f"{self.layout} layout" + (f", Winograd for {len(self.winograd)} conv shape(s)" if self.winograd else "")
+        winograd = f", Winograd for {len(self.winograd)} conv shape(s)" if self.winograd else ""
+        raced = f" ({self.raced})" if self.raced else ""
+        return f"{self.layout} layout{winograd}" + (", batch norms folded" if self.folded else "") + raced
 
 
 def choose_lowering(
     source: Any, given: Any, given_layout: str, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record], winograd: bool = False
 ) -> LoweringChoice:
-    """The lowering of ``source`` the log says runs fastest.
+    """The lowering of ``source`` the log says runs fastest: the first of ``lowering_options``
+    when every task of it has a record or a stand-in, else ``given``."""
+    options = lowering_options(source, given, given_layout, target, log, best, winograd)
+    return options[0] if options[0].estimate[0] == 0 else LoweringChoice(given, given_layout)
 
-    Candidates: ``given`` (``source`` already lowered in ``given_layout``), the other layout when
-    the log holds its workloads, and with ``winograd`` the NCHW lowering with each conv shape in
-    the implementation the log measured faster (``winograd_shapes``). Each candidate's estimate is
-    ``tasks.model_latency`` over the best records; a candidate with a task lacking a record never
-    wins, one resting on any record timed on another kind of machine loses to one timed here
-    throughout, and one resting on any warm record to one timed cold throughout (latencies of two
-    machines, or two protocols, are not comparable). ``given`` is kept when no candidate is fully covered.
+
+def lowering_options(
+    source: Any, given: Any, given_layout: str, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record], winograd: bool = False
+) -> list[LoweringChoice]:
+    """The ways to lower ``source`` the log can serve, fastest by the log's estimate first.
+
+    Candidates: ``given`` (``source`` already lowered in ``given_layout``, batch norms unfolded),
+    the other layout when the log holds its workloads, each layout with its batch norms folded when
+    the log holds folded convs in it (``batchnorm.in_log``) and ``source`` has a batch norm to fold, and
+    with ``winograd`` the NCHW lowering with each conv shape in the implementation the log measured
+    faster (``winograd_shapes``). Each candidate's estimate is ``tasks.model_latency`` over the best
+    records; a candidate with a task lacking a record sorts last, one resting on any record timed
+    on another kind of machine after one timed here throughout, and one resting on any warm
+    record after one timed cold throughout (latencies of two machines, or two protocols, are not
+    comparable). Without records: ``given`` alone.
     """
+    from ..lowering import batchnorm
     from ..lowering.frontend import optimize
     from ..lowering.layout import in_log
 
     if log is None or not log.records:
-        return LoweringChoice(given, given_layout)
-    mods = {given_layout: given}
-    if "blocked" not in mods and in_log(log):
-        mods["blocked"] = optimize(source, target, layout="blocked")
-    if "nchw" not in mods:
-        mods["nchw"] = optimize(source, target)
-    options = [LoweringChoice(mod, name) for name, mod in mods.items()]
+        return [LoweringChoice(given, given_layout)]
+    layouts = list(dict.fromkeys([given_layout, "nchw"] + (["blocked"] if in_log(log) else [])))
+    folded = batchnorm.in_log(log)  # the layouts the log holds folded convs in
+    others = [(lay, False) for lay in layouts if lay != given_layout]
+    others += [(lay, True) for lay in sorted(folded)] if folded and batchnorm.foldable(source) else []
+    options = [LoweringChoice(given, given_layout)]
+    options += [LoweringChoice(optimize(source, target, layout=lay, fold=f), lay, folded=f) for lay, f in others]
     if winograd:
-        shapes, mod = winograd_shapes(source, mods["nchw"], target, log, best)
+        nchw = next(o.mod for o in options if (o.layout, o.folded) == ("nchw", False))
+        shapes, mod = winograd_shapes(source, nchw, target, log, best)
         if shapes:
             options.append(LoweringChoice(mod, "nchw", shapes))
     for option in options:
         option.estimate = _estimate(extract_tasks(option.mod, target), log, best, target.measurement_class())
-    chosen = min(options, key=lambda o: o.estimate)
-    return chosen if chosen.estimate[0] == 0 else options[0]
+    return sorted(options, key=lambda o: o.estimate)
 
 
 def _estimate(tasks: list[Task], log: HistoryLog, best: dict[str, Record], here: str) -> tuple[int, int, int, int, float]:

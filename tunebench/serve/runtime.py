@@ -60,7 +60,7 @@ class CompiledModel:
 _pool = threading.local()  # TVM's thread pool is per calling thread, so is the size it was given
 
 
-def _set_threads(n: int) -> None:
+def use_threads(n: int) -> None:
     """Size this thread's TVM pool (only when it changes: reconfiguring restarts the workers)."""
     if getattr(_pool, "size", 0) != n:
         set_tvm_threads(n)
@@ -84,7 +84,7 @@ class TvmSubgraph(torch.nn.Module):
     def forward(self, *args: Any) -> Any:
         import tvm
 
-        _set_threads(self.num_threads or torch.get_num_threads())
+        use_threads(self.num_threads or torch.get_num_threads())
         inputs = [tvm.runtime.from_dlpack(args[j].detach().contiguous()) for j in self.dynamic]
         with self._lock:
             STATS.tvm_runs += 1
