@@ -103,7 +103,7 @@ def test_unknown_tuner_and_missing_budget_are_errors(tmp_path: Path, monkeypatch
 def test_a_time_budget_alone_tunes_until_the_clock_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--timeout`` alone is a budget ("tune for ten minutes"): MetaSchedule's real search proposes
     batch after batch, each appended to the log, until the deadline, and the run ends by it.
-    Measuring and the clock are faked (each candidate "takes" 10 s of a 2500 s budget), so the run
+    Measuring and the clock are faked (each candidate "takes" 20 s of a 2500 s budget), so the run
     takes seconds and no speed is assumed. (With measuring free, the pace was the host's jitter: a
     batch was cut to one chunk now and then, on CI.)"""
     from tvm.s_tir.meta_schedule.runner import RunnerResult
@@ -115,7 +115,7 @@ def test_a_time_budget_alone_tunes_until_the_clock_runs_out(tmp_path: Path, monk
     monkeypatch.setattr(search, "time", type("Clock", (), {"time": staticmethod(lambda: real_time() + skew[0])}))
 
     def timed(builder: object, runner: object, target: object, cands: list, state: object) -> tuple[list, list]:
-        skew[0] += 10.0 * len(cands)
+        skew[0] += 20.0 * len(cands)
         return [RunnerResult([1e-3], None) for _ in cands], [None] * len(cands)
 
     monkeypatch.setattr(search, "_measure_chunk", timed)
@@ -126,10 +126,10 @@ def test_a_time_budget_alone_tunes_until_the_clock_runs_out(tmp_path: Path, monk
 
     log = tmp_path / "timed.jsonl"
     state = api.tune(TINY, "avx2", log=log, timeout=2500, tuner="random", layout="nchw", reporter=reporter)
-    assert state.stopped_by == "timeout" and len(batches) > 3, (state.stopped_by, batches)
-    assert state.new_trials == batches[-1] == len(record_lines(log)) > 2 * search.MAX_BATCH
+    assert state.stopped_by == "timeout" and len(batches) >= 3, (state.stopped_by, batches)
+    assert state.new_trials == batches[-1] == len(record_lines(log)) > search.MAX_BATCH + search.MIN_BATCH
     # ends by the deadline (give or take the last batch's real bookkeeping), with no batch's worth left unused
-    assert 2500 - 10 * search.MAX_BATCH < search.time.time() - state.started < 2500 + 5, skew[0]
+    assert 2500 - 20 * search.MAX_BATCH < search.time.time() - state.started < 2500 + 5, skew[0]
 
 
 def test_torn_last_line_and_garbage_line_are_reported_not_fatal(tiny_log: Path, tmp_path: Path) -> None:
