@@ -336,7 +336,7 @@ class GraphDispatcher:
         return self.prepare(*args).module(*args)
 
     def _build(self, args: tuple[Any, ...], cfg: ServingConfig, versions: WeightState) -> CompiledGraph:
-        weights = tuple(args[i] for i in sorted(self.static))
+        weights = tuple(args[i] for i in self._static_order)
         key = plan.plan_key(self.gm, args, self.static, cfg.build_text, self._weights_digest(args, versions)) if plan.plannable(self.gm) else None
         planned = self._planned(key, cfg) if key else None
         if planned is not None:

@@ -119,9 +119,8 @@ def choose_lowering(
     source: Any, given: Any, given_layout: str, target: TargetSpec, log: HistoryLog | None, best: dict[str, Record], winograd: bool = False
 ) -> LoweringChoice:
     """The lowering of ``source`` the log says runs fastest: the first of ``lowering_options``
-    when every task of it has a record or a stand-in, else ``given``."""
-    options = lowering_options(source, given, given_layout, target, log, best, winograd)
-    return options[0] if options[0].estimate[0] == 0 else LoweringChoice(given, given_layout)
+    (``given`` when none is covered: uncovered options sort alike, and ``given`` comes first)."""
+    return lowering_options(source, given, given_layout, target, log, best, winograd)[0]
 
 
 def lowering_options(
