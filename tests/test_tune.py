@@ -211,6 +211,26 @@ def test_a_task_with_nothing_timed_gets_a_small_first_batch() -> None:
     assert _batch_cap(TaskState(task, carry=[timed])) == math.inf
 
 
+def test_the_search_turns_to_a_task_slower_than_its_kin() -> None:
+    """Two tasks of one op sequence with the same latency share and trials: the one running at 3/4 of
+    its kin's throughput is searched first (``headroom``); a task of another op sequence is not
+    measured against them, and no task's headroom exceeds MAX_HEADROOM."""
+    from tunebench.lowering.tasks import Task
+    from tunebench.search.driver import MAX_HEADROOM, TaskState, _priority, headroom, kin_gflops
+
+    def state(name: str, flop: float, seconds: float) -> TaskState:
+        timed = records.Record(name, [], [], [seconds], None, {"kind": "llvm"}, {}, "x", protocol="cold")
+        return TaskState(Task(name, "conv2d", flop, 1, name, None), prior_trials=64, best_record=timed)
+
+    fast = state("fused_conv2d_NCHWc1_add1_relu1", 2e9, 1e-2)  # 200 GFLOP/s
+    slow = state("fused_conv2d_NCHWc2_add2_relu2", 1.5e9, 1e-2)  # 150 GFLOP/s, the same op sequence
+    other = state("fused_conv2d_NCHWc3_add3", 1e8, 1e-2)  # 10 GFLOP/s, alone in its op sequence
+    crawl = state("fused_conv2d_NCHWc4_add4_relu4", 1e7, 1e-2)  # 1 GFLOP/s
+    kin = kin_gflops([fast, slow, other, crawl])
+    assert [headroom(s, kin) for s in (fast, slow, other, crawl)] == pytest.approx([1.0, 4 / 3, 1.0, MAX_HEADROOM])
+    assert _priority(slow, kin) > _priority(fast, kin) == _priority(other, kin)
+
+
 def test_integer_inputs_of_a_candidate_are_in_bounds_indices() -> None:
     """Random int64 'indices' made BERT's embedding lookups read out of bounds and kill the runner: the
     runner's inputs keep MetaSchedule's random floats and zero-fill integer tensors."""

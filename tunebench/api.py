@@ -51,9 +51,10 @@ def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[An
         out.append(("nchw, winograd", lowered.tasks))
     if layout.in_log(log):
         out.append(("blocked", extract_tasks(optimize(lowered.source, spec, layout="blocked"), spec)))
-    folded = batchnorm.in_log(log)
-    if folded and batchnorm.foldable(lowered.source):
-        out += [(f"{lay}, batch norms folded", extract_tasks(optimize(lowered.source, spec, layout=lay, fold=True), spec)) for lay in sorted(folded)]
+    folded_layouts = batchnorm.in_log(log)
+    folded = batchnorm.folded_or_none(lowered.source) if folded_layouts else None
+    if folded is not None:
+        out += [(f"{lay}, batch norms folded", extract_tasks(optimize(folded, spec, layout=lay), spec)) for lay in sorted(folded_layouts)]
     return out
 
 

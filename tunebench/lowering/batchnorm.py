@@ -50,17 +50,19 @@ def fold_batch_norms(mod: Any) -> Any:
     return mod
 
 
-def foldable(mod: Any) -> bool:
-    """Whether ``mod`` has a batch norm ``fold_batch_norms`` folds (else folding lowers it unchanged)."""
+def folded_or_none(mod: Any) -> Any | None:
+    """``fold_batch_norms(mod)``, or None when no batch norm of ``mod`` folds (the folded lowering
+    would be the unfolded one). Callers lower the module returned rather than fold again."""
     import tvm_ffi
 
-    return not tvm_ffi.structural_equal(fold_batch_norms(mod), mod)
+    folded = fold_batch_norms(mod)
+    return None if tvm_ffi.structural_equal(folded, mod) else folded
 
 
 def in_log(log: Any) -> set[str]:
     """The conv layouts (``layout.LAYOUTS``) of which a ``HistoryLog`` holds folded conv workloads:
     a bias add right after the conv, as folded batch norms leave them (a model without batch norms
-    never gets the folded lowering anyway: ``foldable``)."""
+    never gets the folded lowering anyway: ``folded_or_none``)."""
     from .layout import TASK_MARK
 
     return {"blocked" if TASK_MARK in w.task else "nchw" for w in log.workloads.values() if _FOLDED_TASK.search(w.task)}

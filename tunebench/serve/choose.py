@@ -145,11 +145,12 @@ def lowering_options(
     if log is None or not log.records:
         return [LoweringChoice(given, given_layout)]
     layouts = list(dict.fromkeys([given_layout, "nchw"] + (["blocked"] if in_log(log) else [])))
-    folded = batchnorm.in_log(log)  # the layouts the log holds folded convs in
-    others = [(lay, False) for lay in layouts if lay != given_layout]
-    others += [(lay, True) for lay in sorted(folded)] if folded and batchnorm.foldable(source) else []
     options = [LoweringChoice(given, given_layout)]
-    options += [LoweringChoice(optimize(source, target, layout=lay, fold=f), lay, folded=f) for lay, f in others]
+    options += [LoweringChoice(optimize(source, target, layout=lay), lay) for lay in layouts if lay != given_layout]
+    folded_layouts = batchnorm.in_log(log)  # the layouts the log holds folded convs in
+    folded = batchnorm.folded_or_none(source) if folded_layouts else None
+    if folded is not None:
+        options += [LoweringChoice(optimize(folded, target, layout=lay), lay, folded=True) for lay in sorted(folded_layouts)]
     if winograd:
         nchw = next(o.mod for o in options if (o.layout, o.folded) == ("nchw", False))
         shapes, mod = winograd_shapes(source, nchw, target, log, best)
