@@ -347,7 +347,7 @@ def headroom(s: TaskState, kin: dict[str, float]) -> float:
     scheduler guesses a task's reachable speed from similar tasks the same way), capped at
     ``MAX_HEADROOM``. Without it the search spent its trials by latency share alone: ResNet18's
     stride-2 3x3 convs (Zen 3) sat at 85-103 GFLOP/s after 72-136 trials while its stride-1 ones
-    reached 120-160 after 200-720, and ONNX Runtime ran the stride-2 ones at 100-136. With it, 2261
+    reached 120-160 after 150-720, and ONNX Runtime ran the stride-2 ones at 114-145. With it, 2261
     trials took them to 115-133 in the log; the served model did not move (docs/peers.md): the log's
     lone timings, not the model, are what any priority steers by."""
     best = kin.get(op_signature(s.task.name), 0.0)
