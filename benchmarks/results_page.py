@@ -117,13 +117,17 @@ def peers_section(paths: list[Path]) -> str:
     for path in paths:
         doc = json.loads((ROOT / path).read_text())
         cols = {c["name"]: c for c in doc["columns"]}
-        ratio = faster_peer_over(doc["columns"])
+        ratio, fast = faster_peer_over(doc["columns"]), faster_peer_over(doc["columns"], "tunebench-saved", "fastest_process_s")
         vs = f"{ratio:.2f}" if ratio else "-"
+        vs_fast = f"{fast:.2f}" if fast else "-"
         cells = [f"{ms(c['median_s'])} ({ms(c['p10_s'])}-{ms(c['p90_s'])})" if c.get("status") == "ok" else "-" for c in (cols.get(n, {}) for n in names)]
-        rows.append([path.stem, *cells, vs, host(doc), doc["date"][:10]])
+        rows.append([path.stem, *cells, vs, vs_fast, host(doc), doc["date"][:10]])
         commands.append(f"- [`{path.name}`]({UP}{path}): `{doc['command']}`; {doc.get('protocol', '')}")
-    head = ["model-log-host", *[f"{n} ms (p10-p90)" for n in names], "best peer / tunebench", "host", "date"]
-    intro = "## Against the peers: `tunebench bench --peers` ([docs/peers.md](peers.md))\n\nMedians; above 1 in the last ratio, tunebench beats both peers.\n\n"
+    head = ["model-log-host", *[f"{n} ms (p10-p90)" for n in names], "best peer / tunebench", "best peer / saved, fastest processes", "host", "date"]
+    intro = (
+        "## Against the peers: `tunebench bench --peers` ([docs/peers.md](peers.md))\n\nMedians; above 1 in a ratio, tunebench beats both"
+        " peers (`torch.compile` path, then the saved artifact by each column's fastest process with `--alone`).\n\n"
+    )
     return intro + table(head, rows) + "\n" + "\n".join(commands) + "\n"
 
 

@@ -86,6 +86,11 @@ BAD = {
         (["bench", "resnet18", "--warmup", "-1"], "--warmup must be at least 0"),
         (["bench", "resnet18", "--log", LOG, "--json", "afile/bench.json"], "cannot write --json"),
     ],
+    "siblings": [
+        (["siblings", "resnet18", "--log", "missing.jsonl"], "log 'missing.jsonl' does not exist"),
+        (["siblings", "resnet18", "--log", "corrupt.jsonl"], "is not a tunebench history log"),
+        (["siblings", "resnet18", "--log", LOG, "--rounds", "0"], "Invalid value for '--rounds'"),
+    ],
     "plot": [
         (["plot", "missing.jsonl"], "log 'missing.jsonl' does not exist"),
         (["plot", "corrupt.jsonl"], "is not a tunebench history log"),

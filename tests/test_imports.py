@@ -20,6 +20,7 @@ STAGES = {
     "tunebench.files": 0,
     "tunebench.preflight": 1,
     "tunebench.target": 1,
+    "tunebench.threads": 1,
     "tunebench.zoo": 1,
     "tunebench.lowering": 2,
     "tunebench.logs": 3,

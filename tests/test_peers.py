@@ -77,6 +77,9 @@ def test_alone_alternates_the_columns_round_by_round_and_pools_their_samples(mon
     result = bench.run_alone(TINY, rounds=3, iters=2, warmup=1, inductor=False, peers=True, only=[bench.EAGER, bench.OPENVINO])
     assert calls == [bench.EAGER, bench.OPENVINO, bench.EAGER, bench.OPENVINO, bench.EAGER], "a skipped column is not retried"
     assert result.column(bench.EAGER).times == [0.001, 0.001, 0.003, 0.003, 0.005, 0.005]
+    assert result.column(bench.EAGER).processes == [0.001, 0.003, 0.005] and result.column(bench.EAGER).fastest_process == 0.001
+    assert result.to_json()["columns"][0]["fastest_process_s"] == 0.001
+    assert "fastest process ms" in [col.header for col in bench.table(result).columns]
     assert result.column(bench.OPENVINO).status == "skipped" and not result.column(bench.OPENVINO).times
     assert result.iters == 6 and result.to_json()["protocol"] == "alone: each column in its own process, 3 rounds alternated, 2 calls each"
 
@@ -87,3 +90,15 @@ def test_a_table_without_the_eager_column_has_no_speedups(monkeypatch: pytest.Mo
     result = bench.run_alone(TINY, rounds=1, iters=1, warmup=1, inductor=False, peers=True, only=[bench.ORT])
     assert [c.name for c in result.columns] == [bench.ORT] and result.speedup(result.column(bench.ORT)) is None
     assert bench.table(result).row_count == 1
+
+
+def test_the_peer_ratio_reads_the_pooled_median_or_each_columns_fastest_process() -> None:
+    cols = [
+        {"name": bench.ORT, "status": "ok", "median_s": 9.0, "fastest_process_s": 7.0},
+        {"name": bench.OPENVINO, "status": "ok", "median_s": 10.0, "fastest_process_s": 6.5},
+        {"name": bench.SAVED, "status": "ok", "median_s": 8.0, "fastest_process_s": 7.2},
+        {"name": bench.TUNED, "status": "ok", "median_s": 8.5, "fastest_process_s": None},  # one process: no such figure
+    ]
+    assert bench.faster_peer_over(cols, bench.SAVED) == pytest.approx(9.0 / 8.0)
+    assert bench.faster_peer_over(cols, bench.SAVED, "fastest_process_s") == pytest.approx(6.5 / 7.2)  # the faster peer may change
+    assert bench.faster_peer_over(cols, bench.TUNED, "fastest_process_s") is None

@@ -24,6 +24,7 @@ _LAZY = {
     "host_fingerprint": "tunebench.target",
     "lower_model": "tunebench.lowering.model",
     "tune": "tunebench.api",
+    "compare_siblings": "tunebench.api",
     "read_log": "tunebench.logs.records",
     "TunebenchError": "tunebench.errors",
     "apply_history_best": "tunebench.serve.context",

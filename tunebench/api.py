@@ -135,3 +135,29 @@ def tune(
         )
     state.tvm_log = tvm_log.summary()
     return state
+
+
+def compare_siblings(
+    model: str | Any,
+    target: str | TargetSpec = "host",
+    *,
+    log: str | Path | None = None,
+    layout: str = "blocked",
+    fold_bn: bool = False,
+    num_cores: int | None = None,
+    rounds: int | None = None,
+    reporter: Any = None,
+) -> Any:
+    """Time the best schedules of ``model``'s tasks that share a conv against each other, side by
+    side, and append each task's winner to its log as a verdict (``search.siblings``). Lower it as
+    it was tuned (``layout``, ``fold_bn``). Returns the verdicts, one per task compared."""
+    from .logs.records import read_log
+    from .search import tvmlog
+    from .search.siblings import ROUNDS, compare_siblings
+
+    spec = resolve_target(target, num_cores)
+    log_path = Path(log or default_log_path(model if isinstance(model, str) else type(model).__name__, spec))
+    history = read_log(log_path)  # a missing or corrupt log refused before the seconds lowering takes
+    with tvmlog.captured(tvmlog.beside(log_path)):
+        lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)
+        return compare_siblings(lowered.tasks, lowered.target, history, log_path, rounds or ROUNDS, reporter)

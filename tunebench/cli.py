@@ -188,6 +188,29 @@ def tune(
 
 
 @app.command()
+def siblings(
+    model: str,
+    target: TargetOpt = "host",
+    log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl.gz)")] = None,
+    num_cores: CoresOpt = None,
+    layout: LayoutOpt = "blocked",
+    fold_bn: FoldOpt = False,
+    rounds: Annotated[int, typer.Option(min=1, help="alternated rounds of 5 cold calls per schedule")] = 10,
+) -> None:
+    """Time the best schedules of MODEL's tasks that share a conv against each other, side by side, and
+    log each task's winner (it outranks the lone timings before it)."""
+    from . import api
+
+    def report(v: Any) -> None:
+        cells = ", ".join(f"{'*' if i == v.winner else ''}{who} {secs * 1e3:.3f}" for i, (who, secs) in enumerate(v.candidates))
+        console.print(f"{v.task}: {cells} ms ({v.gain:.2f}x)", markup=False, highlight=False, soft_wrap=True)
+
+    verdicts = api.compare_siblings(model, target, log=log, layout=layout, fold_bn=fold_bn, num_cores=num_cores, rounds=rounds, reporter=report)
+    moved = [v for v in verdicts if v.winner]
+    console.print(f"{len(verdicts)} task(s) compared; {len(moved)} now served by a sibling's schedule", markup=False)
+
+
+@app.command()
 def bench(
     model: str,
     log: Annotated[Optional[Path], typer.Option(help="history log whose best records the tuned column uses")] = None,

@@ -12,7 +12,10 @@ same thing anywhere:
   an RPC server also has ``"measured_on": {"tracker", "key", "server", ...}``; ``host`` stays the
   machine that ran the search and built the candidate (older logs without the field still read).
   A record timed with flushed caches has ``"protocol": "cold"``; one without the field was timed
-  warm (see ``PROTOCOLS``).
+  warm (see ``PROTOCOLS``). A record timed side by side with rival schedules of its workload, in
+  alternated rounds in one process, has ``"compared": n`` (the schedules in that comparison,
+  ``search.siblings``): that verdict supersedes every record of its workload and machine class timed
+  before it, whatever their lone timings read (``ranking``).
 
 A log named ``*.jsonl.gz`` holds the same lines gzip-compressed, one gzip member per appended
 batch (the shipped ResNet18 logs, written as one member each: 32x smaller, 42 MB to 1.3 MB). A
@@ -34,12 +37,13 @@ from __future__ import annotations
 import fcntl
 import gzip
 import json
+import math
 import os
 import statistics
 import time
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +125,7 @@ class Record:
     time: float = field(default_factory=time.time)
     measured_on: dict[str, Any] | None = None  # the RPC server that timed it; None: timed on ``host``
     protocol: str = "warm"  # one of PROTOCOLS
+    compared: int = 0  # schedules this one was timed against side by side (``ranking``); 0: timed alone
 
     @property
     def ok(self) -> bool:
@@ -162,6 +167,8 @@ class Record:
             obj["measured_on"] = self.measured_on
         if self.protocol != "warm":  # likewise warm records, as every log before protocols held
             obj["protocol"] = self.protocol
+        if self.compared:
+            obj["compared"] = self.compared
         return obj
 
     @classmethod
@@ -180,6 +187,7 @@ class Record:
             time=float(_typed(obj, "time", (int, float))),
             measured_on=_typed(obj, "measured_on", (dict, type(None)), None),
             protocol=_protocol(obj.get("protocol", "warm")),
+            compared=int(_typed(obj, "compared", int, 0)),
         )
 
     def identity(self) -> str:
@@ -228,12 +236,15 @@ class HistoryLog:
         record timed elsewhere: another machine's clock is a prior, not a rival, so a log merged
         from several machines gives each its own best, and the others' only where it has none.
         Where it has none, the nearest class's best wins (``target.class_distance``: same vendor,
-        then same vector width): on an AMD Zen 3, a Zen 4's best before an Intel Xeon's.
+        then same vector width): on an AMD Zen 3, a Zen 4's best before an Intel Xeon's. Within a
+        class and protocol, a side-by-side verdict beats the records timed before it (``ranking``).
         """
         from ..target import class_distance
 
-        def rank(r: Record) -> tuple[int, ...]:
-            return (*(class_distance(r.measured_class, here) if here is not None else ()), *r.rank)
+        better = ranking(self.records)
+
+        def rank(r: Record) -> tuple[float, ...]:
+            return (*(class_distance(r.measured_class, here) if here is not None else ()), *better(r))
 
         out: dict[str, Record] = {}
         for r in self.records:
@@ -246,6 +257,28 @@ class HistoryLog:
             self.workloads.setdefault(key, w)
         self.records.extend(other.records)
         self.problems.extend(other.problems)
+
+
+def ranking(records: Iterable[Record]) -> Callable[[Record], tuple[int, int, float]]:
+    """Sort key for "better record" among ``records``: preferred protocol, then not superseded, then
+    latency. A record is superseded when a side-by-side verdict (``Record.compared``) of its
+    workload, machine class and protocol was timed after it.
+
+    Lone timings of one schedule drift 20-60% between processes and hours on a 2-core host, so the
+    fastest of hundreds is a lucky one; a verdict timed its rivals together, under the same
+    conditions, and what was timed before it was either among them or lost to them. Records
+    timed after it compete with it by latency, as any two records do."""
+    latest: dict[tuple[str, str, str], float] = {}
+    for r in records:
+        if r.ok and r.compared:
+            group = (r.key, r.measured_class, r.protocol)
+            latest[group] = max(latest.get(group, r.time), r.time)
+
+    def key(r: Record) -> tuple[int, int, float]:
+        stale = r.time < latest.get((r.key, r.measured_class, r.protocol), -math.inf)
+        return (PROTOCOLS.index(r.protocol), int(stale), r.latency)
+
+    return key
 
 
 def is_compressed(path: str | os.PathLike[str]) -> bool:

@@ -20,7 +20,7 @@ from ..errors import TunebenchError
 from ..files import locked
 from ..target import canonical, preset_of, resolve_target
 from ..target import identity as target_identity
-from .records import HistoryLog, Record, WorkloadEntry, log_files, read_log, tvm_version, unusable_reason, write_log_atomic
+from .records import HistoryLog, Record, WorkloadEntry, log_files, ranking, read_log, tvm_version, unusable_reason, write_log_atomic
 
 
 def _not_usable_here(record: Record) -> str:
@@ -103,10 +103,11 @@ def summarize(path: str | os.PathLike[str]) -> LogSummary:
     for r in log.records:
         groups.setdefault((r.key, target_identity(r.target), r.measured_class), []).append(r)
     rows = []
+    better = ranking(log.records)
     for (key, _, machine), recs in groups.items():
         w = log.workloads.get(key) or WorkloadEntry(key, "?", 0.0, "", 1)
         ok = [r for r in recs if r.ok]
-        best = min(ok, key=lambda r: r.rank) if ok else None
+        best = min(ok, key=better) if ok else None
         reason = _not_usable_here(best) if best else ""
         rows.append(WorkloadRow(w.task, key, w.flop, w.weight, preset_of(recs[0].target), machine, len(recs), len(recs) - len(ok), best, reason))
     rows.sort(key=lambda row: (row.target, row.machine, -row.weight * row.latency if math.isfinite(row.latency) else 0.0, row.task, row.key))
@@ -166,7 +167,8 @@ def _deduplicated(records: list[Record]) -> list[Record]:
 
 
 def best_k(records: list[Record], top: int) -> list[Record]:
-    """The ``top`` fastest successful records per (workload, target, timing protocol, machine class);
+    """The ``top`` best successful records per (workload, target, timing protocol, machine class)
+    by ``records.ranking`` (a side-by-side verdict before the faster lone timings it superseded);
     ties broken by the record itself. Per protocol: warm records are faster, and must not push out
     the cold ones; per machine class: a fast machine's records must not push out a slower one's,
     which are that machine's bests."""
@@ -176,7 +178,8 @@ def best_k(records: list[Record], top: int) -> list[Record]:
     for r in records:
         if r.ok:
             groups.setdefault((r.key, canonical(r.target), r.protocol, r.measured_class), []).append(r)
-    return [r for recs in groups.values() for r in sorted(recs, key=lambda r: (r.latency, r.identity()))[:top]]
+    better = ranking(records)
+    return [r for recs in groups.values() for r in sorted(recs, key=lambda r: (better(r), r.identity()))[:top]]
 
 
 def _merged(log: HistoryLog, top: int | None) -> tuple[HistoryLog, int]:

@@ -76,17 +76,17 @@ def relatives(task_name: str, flop: float, workloads: Mapping[str, Any], exclude
     """Keys of ``workloads`` (``records.WorkloadEntry`` by key, ``exclude`` left out) computing the op
     sequence of task ``task_name`` at other extents (``op_signature``), most alike first: the same
     task name (the same layer of the model at another batch size), then the same main op
-    (``_anchor``: the same conv with its batch norm folded or not), then nearest in FLOP."""
-    sig, name, anchor = op_signature(task_name), _unmerged(task_name), _anchor(task_name)
+    (``main_op``: the same conv with its batch norm folded or not), then nearest in FLOP."""
+    sig, name, main = op_signature(task_name), _unmerged(task_name), main_op(task_name)
 
     def unlike(key: str) -> tuple[bool, bool, float, str]:
         w = workloads[key]
-        return (_unmerged(w.task) != name, _anchor(w.task) != anchor, abs(math.log(max(flop, 1.0) / max(w.flop, 1.0))), key)
+        return (_unmerged(w.task) != name, main_op(w.task) != main, abs(math.log(max(flop, 1.0) / max(w.flop, 1.0))), key)
 
     return sorted((k for k, w in workloads.items() if k != exclude and op_signature(w.task) == sig), key=unlike)
 
 
-def _anchor(task_name: str) -> str:
+def main_op(task_name: str) -> str:
     """The task's main op with Relax's number (``conv2d_NCHWc1`` of ``fused_conv2d_NCHWc1_add1_relu1``):
     one conv shape in a model, the same whether its batch norm is folded or in the epilogue. It finds
     a folded conv's own unfolded twin before a conv of another shape with the FLOP closer by chance

@@ -5,32 +5,17 @@ Inputs and outputs cross the PyTorch/TVM border by DLPack, without a copy.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..threads import set_tvm_threads
 from .cache import STATS
 from .spin import advise_once
 
 if TYPE_CHECKING:
     from .choose import Coverage, LoweringChoice
-
-
-def set_tvm_threads(n: int) -> int:
-    """Size TVM's thread pool to ``n`` threads sharing this process's CPUs; return the size it took.
-
-    TVM's default is half the hardware threads (1 on a 2-vCPU VM), and ``config_threadpool`` in its
-    default mode (1, "big cores") stays at that count here; mode -3 (threads share the listed cores,
-    with max concurrency ``n``) does resize it. The environment variable covers worker processes.
-    """
-    import tvm
-
-    os.environ["TVM_NUM_THREADS"] = str(n)
-    cpus = [str(c) for c in sorted(os.sched_getaffinity(0))]
-    tvm.get_global_func("runtime.config_threadpool")(-3, n, cpus, n)
-    return int(tvm.get_global_func("runtime.NumThreads")())
 
 
 class CompiledModel:
