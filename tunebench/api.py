@@ -58,6 +58,11 @@ def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[An
     return out
 
 
+def _log_path(log: str | Path | None, model: str | Any, target: TargetSpec) -> Path:
+    """``log`` if given, else ``model``'s default log (a module by its class name)."""
+    return Path(log) if log else default_log_path(model if isinstance(model, str) else type(model).__name__, target)
+
+
 def default_log_path(model: str, target: TargetSpec) -> Path:
     """``tuning_logs/<model>-<target>.jsonl.gz`` (a file:factory reference uses its factory name), or
     the plain ``.jsonl`` where one exists: logs written before compression keep growing where they are.
@@ -114,7 +119,7 @@ def tune(
     started = time.time()
     check_run(tuner, trials, trials_per_task, more, timeout)  # bad arguments refused before the seconds lowering takes
     spec = resolve_target(target, num_cores)
-    log_path = writable(log or default_log_path(model if isinstance(model, str) else type(model).__name__, spec), "log")
+    log_path = writable(_log_path(log, model, spec), "log")
     if transfer_from:
         log_files(transfer_from)  # each exists
     with tvmlog.captured(tvmlog.beside(log_path)) as tvm_log:
@@ -156,7 +161,7 @@ def compare_siblings(
     from .search.siblings import ROUNDS, compare_siblings
 
     spec = resolve_target(target, num_cores)
-    log_path = Path(log or default_log_path(model if isinstance(model, str) else type(model).__name__, spec))
+    log_path = _log_path(log, model, spec)
     history = read_log(log_path)  # a missing or corrupt log refused before the seconds lowering takes
     with tvmlog.captured(tvmlog.beside(log_path)):
         lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)

@@ -276,7 +276,8 @@ def ranking(records: Iterable[Record]) -> Callable[[Record], tuple[int, int, flo
 
     def key(r: Record) -> tuple[int, int, float]:
         stale = r.time < latest.get((r.key, r.measured_class, r.protocol), -math.inf)
-        return (PROTOCOLS.index(r.protocol), int(stale), r.latency)
+        protocol, latency = r.rank
+        return (protocol, int(stale), latency)
 
     return key
 

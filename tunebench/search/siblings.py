@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import TunebenchError
 from ..logs import records as rec
-from ..logs.traces import main_op, refitted
+from ..logs.traces import main_op, refitted, schedule_for
 from ..lowering.tasks import Task
 from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
@@ -94,10 +94,13 @@ def compare_siblings(
 def _compare(
     task: Task, group: list[Task], best: dict[str, rec.Record], workloads: dict[str, rec.WorkloadEntry], target: TargetSpec, host: dict[str, Any], rounds: int
 ) -> tuple[Verdict, rec.Record] | None:
-    """Task's own best and each sibling's best refitted to it (those that apply, each schedule once),
-    timed together; None when no sibling's schedule applies or differs from the task's own."""
+    """Task's own best (scheduled as serving builds it) and each sibling's best refitted to it (those
+    that apply, each schedule once), timed together; None when there is nothing to compare."""
     own = best[task.workload_key]
-    schedules = [("own", own.ms_record(workloads[own.key].ms_workload()).as_measure_candidate().sch)]
+    own_sch = schedule_for(own.trace, task.mod, workloads.get(own.key), target.tvm())
+    if own_sch is None:  # serving drops it too (``serve.build``): no schedule of this task to defend
+        return None
+    schedules = [("own", own_sch)]
     seen = {_text(schedules[0][1])}
     for sib in group:
         if sib is task:
