@@ -81,6 +81,30 @@ def test_depthwise_and_stem_convs_stay_blocked(preset: str) -> None:
             torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("preset", ["avx2", "avx512"])
+def test_channels_a_block_does_not_divide_take_half_a_block(preset: str) -> None:
+    """24 channels between layers of 16, 48 and 32 (MobileNetV2's narrow stage): under AVX-512 the
+    24-channel activations are blocked by 8 and each conv reads one block size and writes another,
+    so no layout transform runs between the convs; under AVX2 every block is 8. Outputs match eager."""
+    from tunebench.lowering import frontend
+    from tunebench.zoo import get_model
+
+    module, (x,) = get_model("tests/fixtures/tiny.py:tiny_narrow")
+    spec = resolve_target(preset, check=False)
+    mod = frontend.optimize(frontend.to_relax(frontend.export(module, (x,))), spec, layout="blocked")
+    kernels = _kernels(mod)
+    assert sum("layout_transform" in k for k in kernels) == 2, kernels  # the input's and the output's only
+    assert all(layout.TASK_MARK in k for k in kernels if "conv2d" in k), kernels
+    shapes = re.findall(r"out_ty=R\.Tensor\(\((\d+(?:, \d+)*)\)", mod["main"].script())
+    blocks = {int(s.split(", ")[-1]) for s in shapes if s.count(",") == 4}  # the blocked activations' last axis
+    assert blocks == ({1, 8, 16} if preset == "avx512" else {1, 8}), shapes  # 1: the input, NCHW reshaped
+    assert "1, 3, 16, 16, 8" in shapes, shapes  # the 24 channels, blocked by 8 under either ISA
+    if preset == "avx2" or "avx512f" in target.cpu_flags():
+        compiled = runtime.CompiledModel(build.build(mod, spec), choose.Coverage([]))
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-4)
+
+
 def _log(tasks: list, seconds: float, protocol: str, host: dict | None = None) -> HistoryLog:
     log = HistoryLog()
     for t in tasks:
