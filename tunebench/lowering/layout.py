@@ -79,7 +79,7 @@ def _fit(channels: int, b: int) -> int | None:
     vector), else None (NCHW).
 
     MobileNetV2's 24-channel layers under AVX-512: in NCHW they cost a layout transform on each side
-    (4 transforms, 12% of the model's tuned estimate, and the NCHW convs ran at 155-195 GFLOP/s
+    (4 transforms, 14% of the model's tuned estimate, and the NCHW convs ran at 155-195 GFLOP/s
     against 200-230 blocked, AMD EPYC Zen 4). Blocked by 8 they need none: a conv reads its input
     block and writes its own (TOPI's ``conv2d_NCHWc`` takes any pair). Zen 4 issues 512-bit FMAs as
     two 256-bit halves, so an 8-lane block loses no peak there. AVX2's half block (4 lanes) would."""
