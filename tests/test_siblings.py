@@ -103,3 +103,11 @@ def test_siblings_serve_a_task_the_schedule_that_runs_faster_side_by_side(siblin
 def test_a_model_without_sibling_tasks_is_one_clear_error(tiny_log: Path, tmp_path: Path) -> None:
     with pytest.raises(TunebenchError, match="no two tasks of this model compute one conv shape"):
         api.compare_siblings(TINY, "avx2", log=tiny_log, layout="nchw")
+
+
+def test_records_timed_here_for_another_target_are_named_in_the_error(sibling_log: tuple[Path, object]) -> None:
+    """The log's records are core-avx2's: asked for another target, the error says which one to pass
+    (an avx512 log tuned as skylake-avx512 met ``--target avx512``, which means znver4 on an AMD host)."""
+    log, _ = sibling_log
+    with pytest.raises(TunebenchError, match="this machine's records there are for --target '\\{\"kind\":\"llvm\",\"mcpu\":\"core-avx2\"\\}'"):
+        api.compare_siblings(SIBLINGS, '{"kind": "llvm", "mcpu": "haswell"}', log=log, layout="nchw")
