@@ -74,7 +74,7 @@ def compare_siblings(
         raise TunebenchError("no two tasks of this model compute one conv shape: no siblings to compare")
     groups = [g for g in ([t for t in g if t.workload_key in best] for g in siblings) if len(g) > 1]
     if not groups:
-        raise TunebenchError(f"no two sibling tasks have records timed on this machine ({here}) for this target in {log_path}: {_hint(log, here)}")
+        raise TunebenchError(f"no two sibling tasks have records timed on this machine ({here}) for this target in {log_path}: {_hint(log, here, mine)}")
     import_tensor_intrinsics()
     set_tvm_threads(target.num_cores)
     writer, host, verdicts = rec.LogWriter(log_path), host_fingerprint(), []
@@ -91,10 +91,10 @@ def compare_siblings(
     return verdicts
 
 
-def _hint(log: rec.HistoryLog, here: str) -> str:
-    """What to run instead: the target this machine's records in ``log`` were tuned for, else tune first.
+def _hint(log: rec.HistoryLog, here: str, mine: str) -> str:
+    """What to run instead: another target this machine's records in ``log`` were tuned for, else tune first.
     (ResNet18's avx512 log holds ``skylake-avx512`` records, while ``--target avx512`` means ``znver4`` on an AMD host.)"""
-    theirs = {target_identity(r.target) for r in log.records if r.ok and r.measured_class == here}
+    theirs = {target_identity(r.target) for r in log.records if r.ok and r.measured_class == here} - {mine}
     if theirs:
         return "this machine's records there are for --target " + " or ".join(f"'{t}'" for t in sorted(theirs))
     return "tune the model here first"
