@@ -20,6 +20,7 @@ from typing import Any
 
 from tunebench.logs.records import read_log
 from tunebench.lowering.model import lower_model
+from tunebench.lowering.winograd import implementation
 from tunebench.search.driver import tune_tasks
 from tunebench.target import resolve_target
 
@@ -51,7 +52,7 @@ def bests_by_conv(log_path: str, here: str, sigs: list[Any], impl_mark: str) -> 
             continue
         shapes = param_shapes(entry)
         for sig in sigs:
-            if {sig.data, sig.out} <= shapes and (sig.weight in shapes or sig.packed_weight() in shapes):
+            if implementation(shapes, sig) is not None:
                 out[sig] = min(out.get(sig, float("inf")), best[key].latency)
     return out
 

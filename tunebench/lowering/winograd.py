@@ -128,9 +128,16 @@ def task_signature(task_mod: Any, sigs: Iterable[ConvSig]) -> tuple[ConvSig, str
     func = next(iter(task_mod.functions.values()))
     shapes = {tuple(int(x) for x in p.shape) for p in func.params if getattr(p, "shape", None) is not None}
     for sig in sigs:
-        if {sig.data, sig.out} <= shapes:
-            if sig.packed_weight() in shapes:
-                return sig, "winograd"
-            if sig.weight in shapes:
-                return sig, "direct"
+        impl = implementation(shapes, sig)
+        if impl is not None:
+            return sig, impl
     return None
+
+
+def implementation(shapes: Collection[tuple[int, ...]], sig: ConvSig) -> str | None:
+    """How a task whose parameters have ``shapes`` computes ``sig``: ``winograd``, ``direct``, or None (it does not)."""
+    if not {sig.data, sig.out} <= set(shapes):
+        return None
+    if sig.packed_weight() in shapes:
+        return "winograd"
+    return "direct" if sig.weight in shapes else None
