@@ -39,8 +39,8 @@ def main() -> None:
     spec = resolve_target(args.target, check=False)
     lines = [
         f"# {args.model}: batch norm in the conv epilogue vs folded into the weights, same schedules",
-        f"Host: {host_fingerprint()['cpu']} (LLVM `{llvm_system_cpu()}`), {os.environ['TVM_NUM_THREADS']} threads; "
-        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}; `python {shlex.join(sys.argv)}`",
+        f"Host: {host_fingerprint()['cpu']} (LLVM `{llvm_system_cpu()}`), {os.environ['TVM_NUM_THREADS']} threads. "
+        f"Date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}. Command: `python {shlex.join(sys.argv)}`.",
         "",
     ]
     plain_sum = folded_sum = 0.0

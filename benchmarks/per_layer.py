@@ -1,18 +1,20 @@
-"""Where the time goes, per layer: tunebench's served kernels beside ONNX Runtime's nodes, same model, same host.
+"""Where the time goes, per layer: tunebench's served kernels beside a peer's nodes (ONNX Runtime or OpenVINO), same model, same host.
 
-    .venv/bin/python benchmarks/per_layer.py resnet18 --log tuning_logs/resnet18-avx2.jsonl.gz [--runs 30]
+    .venv/bin/python benchmarks/per_layer.py resnet18 --log tuning_logs/resnet18-avx2.jsonl.gz [--runs 30] [--peer openvino]
 
 TVM side: the model saved with the log's records (``tunebench.save``, what a deployment serves) and
 loaded on TVM's VM; ``VirtualMachine.set_instrument`` times every packed call (kernels and VM
-builtins). ONNX Runtime side: the model's ONNX export (``tunebench.bench.peers``) with
-``SessionOptions.enable_profiling``; its ``*_kernel_time`` node events. Both with the same threads,
-each alone in this process (TVM first, then ONNX Runtime), ``--runs`` calls after warm-up, medians.
+builtins). Peer side: the model's ONNX export (``tunebench.bench.peers``), run with the bench's
+settings; ONNX Runtime with ``SessionOptions.enable_profiling`` (its ``*_kernel_time`` node
+events), OpenVINO with ``PERF_COUNT`` (each request's ``get_profiling_info``, the node shapes from
+the compiled model's runtime graph). Both with the same threads, each alone in this process (TVM
+first, then the peer), ``--runs`` calls after warm-up, medians.
 
 Convs are matched across the two by their work: output elements and FLOP (2 x MAC, from the kernel's
 own argument shapes: weight elements / output channels MACs per output element), in call order;
-layout transforms (TVM's ``layout_transform`` kernels, ONNX Runtime's ``Reorder*`` nodes) and the
+layout transforms (TVM's ``layout_transform`` kernels, the peers' ``Reorder`` nodes) and the
 rest are summed. Each side's kernel sum is shown against its whole call, timed separately without
-the instrument or profiler. Writes ``benchmarks/results/per-layer/<model>-<llvm cpu>.{md,json}``.
+the instrument or profiler. Writes ``benchmarks/results/per-layer/<model>-<llvm cpu>[-openvino][-tag].{md,json}``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "results" / "per-layer"
 BUILTIN = "vm.builtin."
+PEERS = {"onnxruntime": ("ONNX Runtime", "ORT"), "openvino": ("OpenVINO", "OV")}  # --peer: (name, table label)
 
 
 @dataclass
@@ -144,6 +147,40 @@ def ort_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) ->
     return kernels, whole
 
 
+def ov_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) -> tuple[list[Kernel], list[float]]:
+    """Per executed node of OpenVINO's compiled graph, in run order: its time (``PERF_COUNT``); and whole-call times."""
+    import openvino as ov
+
+    from tunebench.bench import peers
+
+    path = peers.export_onnx(model, inputs, Path(tempfile.mkdtemp(prefix="per-layer-ov-")) / "model.onnx")
+    whole = _timed(peers.runner(peers.OPENVINO, path, inputs, threads), runs)
+    compiled = ov.Core().compile_model(str(path), "CPU", {**peers.openvino_config(threads), "PERF_COUNT": "YES"})
+    shapes = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
+    request, arrays = compiled.create_infer_request(), [x.numpy() for x in inputs]
+    nodes: dict[str, Kernel] = {}
+    for _ in range(runs + 3):
+        request.infer(arrays)
+        for info in request.get_profiling_info():
+            if info.status == info.Status.EXECUTED:
+                if info.node_name not in nodes:
+                    nodes[info.node_name] = _classify_ov(info, shapes.get(info.node_name))
+                nodes[info.node_name].times.append(info.real_time.total_seconds())
+    kernels = list(nodes.values())
+    for k in kernels:
+        k.times = k.times[3:] or k.times
+    return kernels, whole
+
+
+def _classify_ov(info: Any, op: Any) -> Kernel:
+    label = f"{info.node_name} ({info.node_type}, {info.exec_type})"
+    if info.node_type in ("Convolution", "GroupConvolution") and op is not None:
+        out = tuple(op.get_output_partial_shape(0).to_shape())
+        out_numel, flop = conv_work(out, tuple(op.input(1).get_partial_shape().to_shape()), blocked_out=False)
+        return Kernel(label, "conv", out_numel, flop)
+    return Kernel(label, "layout" if info.node_type == "Reorder" else "other")
+
+
 def _classify_ort(name: str, args: dict[str, Any]) -> Kernel:
     op = args.get("op_name", "")
     if op in ("Conv", "FusedConv"):
@@ -168,7 +205,7 @@ def _timed(fn: Any, runs: int) -> list[float]:
 
 
 def match_convs(tvm: list[Kernel], ort: list[Kernel]) -> list[tuple[Kernel, Kernel | None]]:
-    """Each TVM conv with the ONNX Runtime conv of the same work (output elements, FLOP within 2%:
+    """Each TVM conv with the peer's conv of the same work (output elements, FLOP within 2%:
     padded channel blocks), taken in call order among equals."""
     pool: dict[int, list[Kernel]] = defaultdict(list)
     for k in ort:
@@ -183,9 +220,10 @@ def match_convs(tvm: list[Kernel], ort: list[Kernel]) -> list[tuple[Kernel, Kern
     return pairs
 
 
-def table(model: str, tvm: list[Kernel], tvm_whole: list[float], ort: list[Kernel], ort_whole: list[float]) -> list[str]:
-    """The per-layer table as Markdown lines."""
-    rows = ["| # | TVM kernel | out elems | MFLOP | TVM ms | TVM GFLOP/s | ONNX Runtime node | ORT ms | ORT GFLOP/s | TVM/ORT time |", "|" + "---|" * 10]
+def table(peer: str, tvm: list[Kernel], tvm_whole: list[float], ort: list[Kernel], ort_whole: list[float]) -> list[str]:
+    """The per-layer table as Markdown lines, TVM beside ``peer`` (``PEERS``' key)."""
+    name, short = PEERS[peer]
+    rows = [f"| # | TVM kernel | out elems | MFLOP | TVM ms | TVM GFLOP/s | {name} node | {short} ms | {short} GFLOP/s | TVM/{short} time |", "|" + "---|" * 10]
     for i, (k, o) in enumerate(match_convs(tvm, ort)):
         ours = f"{k.ms:.3f} | {k.gflops():.0f}"
         theirs = f"{o.name} | {o.ms:.3f} | {o.gflops():.0f} | {k.ms / o.ms:.2f}" if o else "(no match) | | |"
@@ -193,7 +231,7 @@ def table(model: str, tvm: list[Kernel], tvm_whole: list[float], ort: list[Kerne
     for kind, label in (("conv", "all convs"), ("layout", "layout transforms"), ("other", "other kernels"), ("vm", "VM builtins (alloc, ...)")):
         a, b = sum(k.ms for k in tvm if k.kind == kind), sum(k.ms for k in ort if k.kind == kind)
         names = ", ".join(sorted({k.name.split(" (")[-1].rstrip(")") for k in ort if k.kind == kind})) if kind == "other" else ""
-        counts = f"{sum(k.kind == kind for k in tvm)} TVM / {sum(k.kind == kind for k in ort)} ORT"
+        counts = f"{sum(k.kind == kind for k in tvm)} TVM / {sum(k.kind == kind for k in ort)} {short}"
         ratio = f"{a / b:.2f}" if b else ""
         rows.append(f"| | **{label}** ({counts}) | | | {a:.3f} | | {names} | {b:.3f} | | {ratio} |")
     st, so = sum(k.ms for k in tvm), sum(k.ms for k in ort)
@@ -214,6 +252,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tag", default="", help="suffix of the output files (e.g. before, after)")
+    parser.add_argument("--peer", choices=sorted(PEERS), default="onnxruntime", help="the runtime beside tunebench's kernels")
     args = parser.parse_args()
 
     from tunebench.bench.bench import set_threads
@@ -223,24 +262,39 @@ def main() -> None:
     threads = args.threads or physical_cores()
     set_threads(threads)  # torch imported after tunebench, which bounds libgomp's spinning (tunebench.serve.spin)
     import torch
+
     model, inputs = get_model(args.model)
     with torch.no_grad():
         tvm, tvm_whole, coverage = tvm_kernels(model, inputs, args.log, args.runs)
-        ort, ort_whole = ort_kernels(model, inputs, threads, args.runs)
+        peer, peer_whole = (ort_kernels if args.peer == "onnxruntime" else ov_kernels)(model, inputs, threads, args.runs)
     host = host_fingerprint()
     command = "python benchmarks/per_layer.py " + shlex.join(sys.argv[1:])
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    head = [f"# {args.model}: tunebench kernels vs ONNX Runtime nodes, per layer", "",
-            f"Host: {host['cpu']} (LLVM `{host['llvm_cpu']}`), {threads} threads; {date}; `{command}`; tunebench: {coverage}.", ""]
-    lines = head + table(args.model, tvm, tvm_whole, ort, ort_whole)
+    head = [
+        f"# {args.model}: tunebench kernels vs {PEERS[args.peer][0]} nodes, per layer",
+        "",
+        f"Host: {host['cpu']} (LLVM `{host['llvm_cpu']}`), {threads} threads; {date}; `{command}`; tunebench: {coverage}.",
+        "",
+    ]
+    lines = head + table(args.peer, tvm, tvm_whole, peer, peer_whole)
     print("\n".join(lines))
-    stem = f"{args.model}-{host['llvm_cpu']}" + (f"-{args.tag}" if args.tag else "")
+    stem = "-".join([args.model, host["llvm_cpu"], *(["openvino"] if args.peer == "openvino" else []), *([args.tag] if args.tag else [])])
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    doc = {"model": args.model, "log": args.log, "host": host, "threads": threads, "date": date, "command": command, "coverage": coverage,
-           "tvm_whole_s": tvm_whole, "ort_whole_s": ort_whole,
-           "tvm": [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in tvm],
-           "onnxruntime": [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in ort]}
+    doc = {
+        "model": args.model,
+        "log": args.log,
+        "host": host,
+        "threads": threads,
+        "date": date,
+        "command": command,
+        "coverage": coverage,
+        "peer": args.peer,
+        "tvm_whole_s": tvm_whole,
+        f"{PEERS[args.peer][1].lower()}_whole_s": peer_whole,
+        "tvm": [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in tvm],
+        args.peer: [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in peer],
+    }
     (OUT / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {OUT / stem}.md and .json")
 

@@ -140,7 +140,7 @@ def per_layer_section(paths: list[Path]) -> str:
         table_lines = (ROOT / md).read_text().split("\n", 4)[4]  # after the title and the host line the JSON also holds
         source = f"Table: [`{md.name}`]({UP}{md}); tunebench served {doc['coverage']}.\n\n"
         bodies.append(f"### {md.stem}\n\n" + provenance(data, doc, "benchmarks/per_layer.py") + source + table_lines)
-    return "## Per layer, tunebench against ONNX Runtime: `benchmarks/per_layer.py`\n\n" + "\n".join(bodies)
+    return "## Per layer, tunebench against ONNX Runtime (OpenVINO where the title says): `benchmarks/per_layer.py`\n\n" + "\n".join(bodies)
 
 
 def _zoo_cell(c: dict[str, Any]) -> str:
@@ -213,10 +213,16 @@ def throughput_section(path: Path, doc: dict[str, Any]) -> str:
     return section(path, doc, "benchmarks/trials_per_minute.py", held, "Each run a fresh process, the variants alternated.", head, rows)
 
 
+# a text file's name prefix: the script that wrote it, and whether it records its host, date and command
+TEXT_SCRIPTS = {"gap-": ("gap_table.py", False), "bn-fold-": ("bn_fold.py", True), "in-situ-": ("in_situ.py", True)}
+
+
 def text_section(path: Path) -> str:
-    """A text file (``benchmarks/gap_table.py`` output): shown as it is."""
-    note = f"File [`{path.name}`]({UP}{path}): the output of `benchmarks/gap_table.py`; host, date and command {MISSING}"
-    return f"### {path.stem}\n\n{note} (its name gives the host's LLVM CPU).\n\n```\n{(ROOT / path).read_text().rstrip()}\n```\n"
+    """A text file (``benchmarks/gap_table.py``, ``bn_fold.py`` or ``in_situ.py`` output): shown as it is."""
+    script, recorded = next((v for k, v in TEXT_SCRIPTS.items() if path.name.startswith(k)), ("an unknown script", False))
+    where = "its second line gives host, date and command" if recorded else f"host, date and command {MISSING} (its name gives the host's LLVM CPU)"
+    note = f"File [`{path.name}`]({UP}{path}): the output of `benchmarks/{script}`; {where}"
+    return f"### {path.stem}\n\n{note}.\n\n```\n{(ROOT / path).read_text().rstrip()}\n```\n"
 
 
 def soak_section(path: Path, doc: dict[str, Any]) -> str:
@@ -278,7 +284,7 @@ def render() -> str:
         parts.append(per_layer_section(layers))
     texts = sorted(p.relative_to(ROOT) for p in (ROOT / RESULTS).glob("*.txt"))
     if texts:
-        parts.append("## Per-task gap to PyTorch: `benchmarks/gap_table.py`\n\n" + "\n".join(text_section(p) for p in texts))
+        parts.append("## Text outputs: per-task gaps, batch norm folded, kernels in the model and alone\n\n" + "\n".join(text_section(p) for p in texts))
     if unknown:
         parts.append("## Other files\n\n" + "\n".join(unknown) + "\n")
     return "\n".join(parts)

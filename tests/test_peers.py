@@ -3,6 +3,7 @@ skipped with the install line where a peer is missing; each column alone in its 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,26 @@ def test_the_peer_ratio_reads_the_pooled_median_or_each_columns_fastest_process(
     assert bench.faster_peer_over(cols, bench.SAVED) == pytest.approx(9.0 / 8.0)
     assert bench.faster_peer_over(cols, bench.SAVED, "fastest_process_s") == pytest.approx(6.5 / 7.2)  # the faster peer may change
     assert bench.faster_peer_over(cols, bench.TUNED, "fastest_process_s") is None
+
+
+def test_per_layer_reads_each_peers_convs_with_their_true_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/per_layer.py`` matches convs across runtimes by output elements and FLOP: both
+    peers' profiles must give a plain and a grouped strided conv their real work, or nothing matches."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("per_layer", Path(__file__).parents[1] / "benchmarks" / "per_layer.py")
+    per_layer = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "per_layer", per_layer)  # its dataclass looks its module up there
+    spec.loader.exec_module(per_layer)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, stride=2, groups=4)).eval()
+    # (output elements, FLOP = 2 x output elements x MACs per output: 8*3*3, then 16/4*3*3)
+    expected = sorted([(16 * 16 * 16, 2 * 16 * 16 * 16 * 72), (16 * 7 * 7, 2 * 16 * 7 * 7 * 36)])
+    with torch.no_grad():
+        for profile in (per_layer.ort_kernels, per_layer.ov_kernels):
+            kernels, whole = profile(model, (torch.randn(1, 8, 16, 16),), 1, 2)
+            convs = sorted((k.out_numel, k.flop) for k in kernels if k.kind == "conv")
+            assert convs == expected, profile.__name__
+            assert len(whole) == 2 and all(k.times for k in kernels)

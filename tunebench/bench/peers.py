@@ -77,7 +77,7 @@ def settings(peer: str, threads: int, spin: bool = True) -> dict[str, Any]:
     """The options a peer runs with, as the bench JSON records them."""
     if peer == ORT:
         return {"provider": "CPUExecutionProvider", "intra_op_num_threads": threads, "inter_op_num_threads": 1, ORT_SPIN_KEY: "1" if spin else "0"}
-    return {"device": "CPU", **_openvino_config(threads)}
+    return {"device": "CPU", **openvino_config(threads)}
 
 
 def _ort(path: Path, arrays: list[Any], threads: int, spin: bool) -> Callable[[], list[Any]]:
@@ -92,14 +92,15 @@ def _ort(path: Path, arrays: list[Any], threads: int, spin: bool) -> Callable[[]
     return lambda: session.run(None, feed)
 
 
-def _openvino_config(threads: int) -> dict[str, str]:
+def openvino_config(threads: int) -> dict[str, str]:
+    """The properties OpenVINO compiles with here: fp32 pinned (AMX hosts default to bf16), latency mode, ``threads``."""
     return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)}
 
 
 def _openvino(path: Path, arrays: list[Any], threads: int) -> Callable[[], list[Any]]:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", _openvino_config(threads))
+    compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(threads))
     request = compiled.create_infer_request()
     outputs = compiled.outputs
 
