@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/in_situ.py resnet18 --log tuning_logs/resnet18-avx512.jsonl.gz [--runs 20]
 
-The model is saved with the log's records (``tunebench.save``) and loaded as a deployment does; its
-whole forward is timed uninstrumented first. Each kernel is then timed three ways in this one
-process: in the model (``VirtualMachine.set_instrument`` around every call of ``--runs`` forwards;
-the instrument itself adds a few microseconds a call), alone after a flush of every argument but the input (the tuner's cold protocol, what the log's
-records hold), and alone repeated (warm). A kernel slower in the model than alone cold loses
+The model is saved with the log's records and loaded as a deployment does, its whole forward timed
+uninstrumented, then each kernel in it (``benchmarks/per_layer.py``'s ``tvm_kernels``: the VM
+instrument around every call of ``--runs`` forwards, which adds a few microseconds a call); then each
+kernel alone, in this one process, after a flush of every argument but the input (the tuner's cold
+protocol, what the log's records hold) and repeated (warm). A kernel slower in the model than alone cold loses
 time the search cannot see: to memory traffic the flush does not reproduce, to the thread pool's
 wake-up, or to the instrument. Prints per kernel and the sums; writes
 ``benchmarks/results/in-situ-<model>-<llvm cpu>.txt``.
@@ -21,45 +21,13 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import per_layer  # this folder's: the served model's kernels timed in it (VM instrument)
+
 OUT = Path(__file__).resolve().parent / "results"
 REPEAT = 30
-
-
-def whole(deployed: Any, inputs: tuple[Any, ...], runs: int) -> float:
-    """Median seconds of the whole forward, uninstrumented (what a deployment sees)."""
-    for _ in range(3):
-        deployed(*inputs)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        deployed(*inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def in_model(deployed: Any, inputs: tuple[Any, ...], runs: int) -> list[tuple[str, list[tuple[tuple[int, ...], str]], float]]:
-    """(kernel name, argument shapes and dtypes, median seconds) per call position of the forward."""
-    calls: list[tuple[str, list[tuple[tuple[int, ...], str]], float]] = []
-    t0 = [0.0]
-
-    def instrument(func: Any, name: str, before: bool, ret: Any, *args: Any) -> int:
-        if before:
-            t0[0] = time.perf_counter()
-        else:
-            calls.append((str(name), [(tuple(a.shape), str(a.dtype)) for a in args if hasattr(a, "shape")], time.perf_counter() - t0[0]))
-        return 0
-
-    vm = deployed._graph.sub._vm  # the artifact's VM: the kernels tunebench.load serves
-    vm.set_instrument(instrument)
-    for _ in range(runs):
-        deployed(*inputs)
-    vm.set_instrument(None)
-    per = len(calls) // runs
-    return [(calls[i][0], calls[i][1], statistics.median(c[2] for c in calls[i::per])) for i in range(per)]
 
 
 def alone(lib: Any, name: str, shapes: list[tuple[tuple[int, ...], str]]) -> tuple[float, float]:
@@ -80,7 +48,6 @@ def main() -> None:
     p.add_argument("--log", required=True)
     p.add_argument("--runs", type=int, default=20)
     args = p.parse_args()
-    import tunebench
     from tunebench.target import host_fingerprint, physical_cores
 
     os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
@@ -90,36 +57,31 @@ def main() -> None:
 
     model, inputs = get_model(args.model)
     folder = Path(tempfile.mkdtemp(prefix="in-situ-")) / "saved"
-    with torch.no_grad(), tunebench.apply_history_best(args.log):
-        manifest = tunebench.save(model, inputs, folder)
     with torch.no_grad():
-        deployed = tunebench.load(folder)
-        forward = whole(deployed, inputs, args.runs)
-        calls = in_model(deployed, inputs, args.runs)
+        kernels, forward, coverage = per_layer.tvm_kernels(model, inputs, args.log, args.runs, folder)
     host, date = host_fingerprint(), datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     command = f"python benchmarks/in_situ.py {shlex.join(sys.argv[1:])}"
     lines = [
         f"# {args.model}: served kernels in the model vs alone (cold: the tuner's protocol; warm)",
         f"Host: {host['cpu']} (LLVM `{host['llvm_cpu']}`), {os.environ['TVM_NUM_THREADS']} threads. Date: {date}. Command: `{command}`.",
-        f"Served: {manifest.coverage}.",
+        f"Served: {coverage}.",
         "",
     ]
-    lines += compared(folder, calls)
-    lines.append(f"whole forward, uninstrumented: {forward * 1e3:.3f} ms (kernels and the VM's builtins, no instrument)")
+    lines += compared(folder, [k for k in kernels if k.kind != "vm"])
+    lines.append(f"whole forward, uninstrumented: {statistics.median(forward) * 1e3:.3f} ms (kernels and the VM's builtins, no instrument)")
     print(lines[-1])
     (OUT / f"in-situ-{args.model}-{host['llvm_cpu']}.txt").write_text("\n".join(lines) + "\n")
 
 
-def compared(folder: Path, calls: list[tuple[str, list[tuple[tuple[int, ...], str]], float]]) -> list[str]:
-    """One line per kernel call (VM builtins left out): in the model, alone cold and warm; then the sums."""
+def compared(folder: Path, kernels: list[per_layer.Kernel]) -> list[str]:
+    """One line per kernel call: in the model, alone cold and warm; then the sums."""
     import tvm
 
     lib = tvm.runtime.load_module(str(folder / "model.so")).imports[0]  # the kernels' library under the VM executable
     lines, sums = [], [0.0, 0.0, 0.0]
-    for name, shapes, t in calls:
-        if name.startswith("vm.") or "." in name:
-            continue
-        cold, warm = alone(lib, name, shapes)
+    for k in kernels:
+        name, t = k.name, k.ms / 1e3
+        cold, warm = alone(lib, name, k.args)
         sums = [sums[0] + t, sums[1] + cold, sums[2] + warm]
         lines.append(f"{name[:64]:64s} in model {t * 1e3:.3f}  alone cold {cold * 1e3:.3f}  warm {warm * 1e3:.3f} ms  model/cold {t / cold:.2f}")
         print(lines[-1], flush=True)

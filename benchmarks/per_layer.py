@@ -46,6 +46,7 @@ class Kernel:
     out_numel: int = 0
     flop: float = 0.0
     times: list[float] = field(default_factory=list)
+    args: list[tuple[tuple[int, ...], str]] = field(default_factory=list)  # TVM's: shape and dtype of each array argument
 
     @property
     def ms(self) -> float:
@@ -69,11 +70,13 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int) -> tuple[list[Kernel], list[float], str]:
-    """Per call position of the served model's forward on TVM's VM: its kernel; and whole-call times; and coverage."""
+def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int, folder: Path | None = None) -> tuple[list[Kernel], list[float], str]:
+    """Per call position of the served model's forward on TVM's VM: its kernel; and whole-call times; and coverage.
+
+    The artifact is saved to ``folder`` (default: a temporary one)."""
     import tunebench
 
-    folder = Path(tempfile.mkdtemp(prefix="per-layer-")) / "saved"
+    folder = folder or Path(tempfile.mkdtemp(prefix="per-layer-")) / "saved"
     with tunebench.apply_history_best(log):
         manifest = tunebench.save(model, inputs, folder)
     deployed = tunebench.load(folder)
@@ -107,13 +110,13 @@ def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int) -> tup
 def _classify_tvm(name: str, args: tuple[Any, ...]) -> Kernel:
     if name.startswith(BUILTIN) or "." in name:
         return Kernel(name, "vm")
+    arrays = [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in args if hasattr(a, "shape")]
     if "layout_transform" in name and "conv" not in name:
-        return Kernel(name, "layout")
+        return Kernel(name, "layout", args=arrays)
     if "conv2d" in name:
-        shapes = [tuple(a.shape) for a in args if hasattr(a, "shape")]
-        out_numel, flop = conv_work(shapes[-1], shapes[1], blocked_out="NCHWc" in name)
-        return Kernel(name, "conv", out_numel, flop)
-    return Kernel(name, "other")
+        out_numel, flop = conv_work(arrays[-1][0], arrays[1][0], blocked_out="NCHWc" in name)
+        return Kernel(name, "conv", out_numel, flop, args=arrays)
+    return Kernel(name, "other", args=arrays)
 
 
 def ort_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) -> tuple[list[Kernel], list[float]]:
