@@ -219,9 +219,10 @@ TEXT_SCRIPTS = {"gap-": ("gap_table.py", False), "bn-fold-": ("bn_fold.py", True
 
 def text_section(path: Path) -> str:
     """A text file (``benchmarks/gap_table.py``, ``bn_fold.py`` or ``in_situ.py`` output): shown as it is."""
-    script, recorded = next((v for k, v in TEXT_SCRIPTS.items() if path.name.startswith(k)), ("an unknown script", False))
+    script, recorded = next((v for k, v in TEXT_SCRIPTS.items() if path.name.startswith(k)), (None, False))
+    source = f"the output of `benchmarks/{script}`" if script else "written by a script this page does not know"
     where = "its second line gives host, date and command" if recorded else f"host, date and command {MISSING} (its name gives the host's LLVM CPU)"
-    note = f"File [`{path.name}`]({UP}{path}): the output of `benchmarks/{script}`; {where}"
+    note = f"File [`{path.name}`]({UP}{path}): {source}; {where}"
     return f"### {path.stem}\n\n{note}.\n\n```\n{(ROOT / path).read_text().rstrip()}\n```\n"
 
 
