@@ -34,6 +34,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "results" / "per-layer"
 BUILTIN = "vm.builtin."
+WARMUP = 3  # calls before the timed ones, on every side
 PEERS = {"onnxruntime": ("ONNX Runtime", "ORT"), "openvino": ("OpenVINO", "OV")}  # --peer: (name, table label)
 
 
@@ -98,13 +99,11 @@ def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int, folder
         return 0
 
     vm.set_instrument(instrument)
-    for _ in range(runs + 3):
+    for _ in range(runs + WARMUP):
         state["i"] = 0
         deployed(*inputs)
     vm.set_instrument(None)
-    for k in kernels:
-        k.times = k.times[3:]  # warm-up calls
-    return kernels, whole, manifest.coverage
+    return _after_warmup(kernels), whole, manifest.coverage
 
 
 def _classify_tvm(name: str, args: tuple[Any, ...]) -> Kernel:
@@ -133,7 +132,7 @@ def ort_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) ->
     opts.enable_profiling, opts.profile_file_prefix = True, str(workdir / "profile")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
-    for _ in range(runs + 3):
+    for _ in range(runs + WARMUP):
         session.run(None, feed)
     events = json.loads(Path(session.end_profiling()).read_text())
     nodes: dict[str, Kernel] = {}
@@ -144,10 +143,7 @@ def ort_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) ->
         if name not in nodes:
             nodes[name] = _classify_ort(name, e["args"])
         nodes[name].times.append(e["dur"] / 1e6)
-    kernels = list(nodes.values())
-    for k in kernels:
-        k.times = k.times[3:] or k.times
-    return kernels, whole
+    return _after_warmup(list(nodes.values())), whole
 
 
 def ov_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) -> tuple[list[Kernel], list[float]]:
@@ -162,17 +158,14 @@ def ov_kernels(model: Any, inputs: tuple[Any, ...], threads: int, runs: int) -> 
     shapes = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
     request, arrays = compiled.create_infer_request(), [x.numpy() for x in inputs]
     nodes: dict[str, Kernel] = {}
-    for _ in range(runs + 3):
+    for _ in range(runs + WARMUP):
         request.infer(arrays)
         for info in request.get_profiling_info():
             if info.status == info.Status.EXECUTED:
                 if info.node_name not in nodes:
                     nodes[info.node_name] = _classify_ov(info, shapes.get(info.node_name))
                 nodes[info.node_name].times.append(info.real_time.total_seconds())
-    kernels = list(nodes.values())
-    for k in kernels:
-        k.times = k.times[3:] or k.times
-    return kernels, whole
+    return _after_warmup(list(nodes.values())), whole
 
 
 def _classify_ov(info: Any, op: Any) -> Kernel:
@@ -196,8 +189,15 @@ def _classify_ort(name: str, args: dict[str, Any]) -> Kernel:
     return Kernel(f"{name} ({op})", "other")
 
 
+def _after_warmup(kernels: list[Kernel]) -> list[Kernel]:
+    """``kernels`` with each one's first ``WARMUP`` samples dropped (all kept where it ran no more often)."""
+    for k in kernels:
+        k.times = k.times[WARMUP:] or k.times
+    return kernels
+
+
 def _timed(fn: Any, runs: int) -> list[float]:
-    for _ in range(3):
+    for _ in range(WARMUP):
         fn()
     out = []
     for _ in range(runs):
