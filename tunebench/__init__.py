@@ -25,6 +25,7 @@ _LAZY = {
     "lower_model": "tunebench.lowering.model",
     "tune": "tunebench.api",
     "compare_siblings": "tunebench.api",
+    "refine": "tunebench.api",
     "read_log": "tunebench.logs.records",
     "TunebenchError": "tunebench.errors",
     "apply_history_best": "tunebench.serve.context",

@@ -166,3 +166,32 @@ def compare_siblings(
     with tvmlog.captured(tvmlog.beside(log_path)):
         lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)
         return compare_siblings(lowered.tasks, lowered.target, history, log_path, rounds or ROUNDS, reporter)
+
+
+def refine(
+    model: str | Any,
+    target: str | TargetSpec = "host",
+    *,
+    log: str | Path | None = None,
+    layout: str = "blocked",
+    fold_bn: bool = False,
+    num_cores: int | None = None,
+    sweeps: int | None = None,
+    timeout: float | None = None,
+    reporter: Any = None,
+) -> Any:
+    """Race each of ``model``'s tasks' best schedules on this machine against its neighbours (one
+    sampling decision away), side by side, and append each task's winner to its log as a verdict
+    (``search.refine``); largest latency share first, stopping between tasks after ``timeout``
+    seconds. Lower it as it was tuned (``layout``, ``fold_bn``). Returns the verdicts."""
+    from .logs.records import read_log
+    from .search import tvmlog
+    from .search.refine import SWEEPS, refine_tasks
+
+    spec = resolve_target(target, num_cores)
+    log_path = _log_path(log, model, spec)
+    history = read_log(log_path)
+    deadline = None if timeout is None else time.time() + timeout
+    with tvmlog.captured(tvmlog.beside(log_path)):
+        lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)
+        return refine_tasks(lowered.tasks, lowered.target, history, log_path, sweeps or SWEEPS, deadline, reporter)

@@ -211,6 +211,31 @@ def siblings(
 
 
 @app.command()
+def refine(
+    model: str,
+    target: TargetOpt = "host",
+    log: Annotated[Optional[Path], typer.Option(help="history log (default tuning_logs/<model>-<target>.jsonl.gz)")] = None,
+    num_cores: CoresOpt = None,
+    layout: LayoutOpt = "blocked",
+    fold_bn: FoldOpt = False,
+    sweeps: Annotated[int, typer.Option(min=1, help="moves of a task's incumbent at most")] = 3,
+    timeout: Annotated[Optional[float], typer.Option(help="stop between tasks after this many seconds")] = None,
+) -> None:
+    """Race each task's best schedule against its neighbours (one sampling decision away), side by side,
+    largest latency share first, and log each task's winner (it outranks the lone timings before it)."""
+    from . import api
+
+    def report(v: Any) -> None:
+        best, won = v.candidates[0][1], v.candidates[v.winner]
+        moved = f"{won[0]}: {best * 1e3:.3f} -> {won[1] * 1e3:.3f} ms ({best / won[1]:.2f}x)" if v.winner else f"log's best held, {best * 1e3:.3f} ms"
+        console.print(f"{v.task}: {moved}, {len(v.candidates)} raced", markup=False, highlight=False, soft_wrap=True)
+
+    verdicts = api.refine(model, target, log=log, layout=layout, fold_bn=fold_bn, num_cores=num_cores, sweeps=sweeps, timeout=timeout, reporter=report)
+    moved = [v for v in verdicts if v.winner]
+    console.print(f"{len(verdicts)} task(s) raced; {len(moved)} now served by a refined schedule", markup=False)
+
+
+@app.command()
 def bench(
     model: str,
     log: Annotated[Optional[Path], typer.Option(help="history log whose best records the tuned column uses")] = None,

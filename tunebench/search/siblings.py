@@ -6,19 +6,13 @@ log-best can be a lone timing's luck: ResNet18's first conv of layer3.1 ran 2.38
 with its siblings' best schedules refitted to it (1.72-1.79 ms), logged 1.56; served with the
 sibling's schedule, its kernel in the model went 2.48 -> 1.87 ms (AMD EPYC Zen 3, 2026-11-30). A
 new lone timing of the sibling's schedule would not displace the lucky record, so each task's best
-and its siblings' are timed together here: built in this process, then called in alternated
-rounds (the order shuffled each round) the cold way the search times (``settings``: caches
-flushed before each call). The fastest median (a sibling's only by ``MARGIN``) is written as a verdict
-record (``records.Record.compared``), which outranks every record of its workload timed before it.
+and its siblings' are raced side by side (``sidebyside``), and the winner's verdict record
+outranks every record of its workload timed before it.
 """
 
 from __future__ import annotations
 
-import random
-import statistics
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +24,9 @@ from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
 from ..threads import set_tvm_threads
 from .measure import import_tensor_intrinsics
+from .sidebyside import Verdict, race
 
 ROUNDS = 10
-CALLS = 5  # single cold calls per candidate and round
-# A sibling's schedule replaces the task's own only this much faster: ResNet18's gains were 6-35%,
-# and a tie (1.579 vs 1.578 ms) is a coin flip that would only churn the served schedule.
-MARGIN = 0.03
-
-
-@dataclass
-class Verdict:
-    """One task's comparison: each candidate's median, the log's best first."""
-
-    task: str
-    candidates: list[tuple[str, float]] = field(default_factory=list)  # (whose schedule, median seconds)
-    winner: int = 0  # index into ``candidates``
-
-    @property
-    def gain(self) -> float:
-        """The log's best's median over the winner's (1.0 when the log's best won)."""
-        return self.candidates[0][1] / self.candidates[self.winner][1]
 
 
 def sibling_groups(tasks: list[Task]) -> list[list[Task]]:
@@ -121,52 +98,8 @@ def _compare(
             schedules.append((sib.name, sch))
     if len(schedules) == 1:
         return None
-    samples = _time_together([sch for _, sch in schedules], own.args_info, target, rounds)
-    medians = [statistics.median(s) for s in samples]
-    fastest = min(range(len(medians)), key=medians.__getitem__)
-    winner = fastest if medians[fastest] < medians[0] * (1 - MARGIN) else 0
-    verdict = Verdict(task.name, [(who, m) for (who, _), m in zip(schedules, medians, strict=True)], winner)
-    record = rec.Record(
-        key=own.key,
-        trace=rec.to_plain(schedules[winner][1].trace.as_json(remove_postproc=False)),
-        args_info=own.args_info,
-        run_secs=samples[winner],
-        error=None,
-        target=own.target,
-        host=host,
-        tvm=host["tvm"],
-        time=time.time(),
-        protocol="cold",
-        compared=len(schedules),
-    )
-    return verdict, record
+    return race(task.name, schedules, own, target, host, rounds)
 
 
 def _text(sch: Any) -> str:
     return str(sch.mod)
-
-
-def _time_together(schedules: list[Any], args_info: list[Any], target: TargetSpec, rounds: int) -> list[list[float]]:
-    """Seconds per single call of each schedule's kernel, ``CALLS`` a round for ``rounds`` shuffled
-    rounds, caches flushed before each call but the first argument's (the input, as in a model)."""
-    import numpy as np
-    import tvm
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
-
-    dev = tvm.cpu()
-    shapes = [([int(d) for d in a[2]], a[1]) for a in args_info]  # MetaSchedule's TensorInfo JSON: ["TENSOR", dtype, shape]
-    rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.uniform(-1, 1, shape).astype(dtype), dev) for shape, dtype in shapes]
-    timers = []
-    for sch in schedules:
-        lib = default_build(sch.mod, target.tvm(), None)
-        lib = getattr(lib, "mod", lib)
-        name = sch.mod.get_global_vars()[0].name_hint
-        timers.append(lib.time_evaluator(name, dev, number=1, repeat=CALLS, f_preproc="cache_flush_cpu_non_first_arg"))
-    samples: list[list[float]] = [[] for _ in schedules]
-    order = list(range(len(schedules)))
-    for _ in range(rounds):
-        random.shuffle(order)
-        for i in order:
-            samples[i].extend(float(x) for x in timers[i](*args).results)
-    return samples
