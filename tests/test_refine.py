@@ -1,0 +1,99 @@
+"""Refinement: a task's best schedule raced against its neighbours, the winner logged as a verdict."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+from tunebench import api
+from tunebench.errors import TunebenchError
+from tunebench.logs.records import LogWriter, Record, WorkloadEntry, read_log, to_plain
+from tunebench.search import refine
+from tunebench.search.sidebyside import MARGIN
+from tunebench.target import host_fingerprint
+
+
+def test_factorizations_are_every_split_within_the_innermost_bound() -> None:
+    splits = refine._factorizations(12, 3, 4)
+    every = [list(f) for f in itertools.product(range(1, 13), repeat=3) if math.prod(f) == 12 and f[-1] <= 4]
+    assert sorted(splits) == sorted(every)
+
+
+def _design(task: object, target: object) -> object:
+    """MetaSchedule's first sampled design of ``task``, post-processed (as a search would time it)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tunebench.search.measure import import_tensor_intrinsics
+
+    import_tensor_intrinsics()
+    ctx = ms.TuneContext(mod=task.mod, target=target.tvm(), space_generator="post-order-apply", task_name=task.name, rand_state=0, num_threads=1)
+    sch = ctx.generate_design_space()[0]
+    assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
+    return sch
+
+
+def _untiled(trace: list) -> list:
+    """``trace`` with every tile decision all-outer ([n, 1, ..., 1]): nothing vectorized or blocked."""
+    insts, decisions = trace
+    return [insts, [[at, [math.prod(d), *[1] * (len(d) - 1)] if insts[at][0] == "SamplePerfectTile" else d] for at, d in decisions]]
+
+
+def test_neighbours_move_one_decision_and_keep_each_tile_whole() -> None:
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")
+    task = lowered.tasks[-1]
+    trace = to_plain(_design(task, lowered.target).trace.as_json(remove_postproc=False))
+    space = refine._Space(task, lowered.target)
+    moves = list(space.neighbours(trace))
+    assert moves and space.schedule(trace) is not None
+    kinds = set()
+    for what, moved in moves:
+        changed = [(a, b) for a, b in zip(trace[1], moved[1], strict=True) if a != b]
+        assert len(changed) == 1, what
+        (at, old), (_, new) = changed[0]
+        kinds.add(trace[0][at][0])
+        if trace[0][at][0] == "SamplePerfectTile":
+            assert math.prod(new) == math.prod(old) and sum(x != y for x, y in zip(old, new, strict=True)) <= 2
+    assert {"SamplePerfectTile", "SampleCategorical", "SampleComputeLocation"} <= kinds
+
+
+def test_refine_logs_the_faster_neighbour_as_a_verdict(tmp_path: Path) -> None:
+    """The log's best for the second conv is its design with nothing tiled (one scalar loop nest),
+    logged faster than anything: a neighbour with one tile moved runs faster side by side, and its
+    verdict outranks the lucky record."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")
+    task = lowered.tasks[-1]
+    host = host_fingerprint()
+    trace = _untiled(to_plain(_design(task, lowered.target).trace.as_json(remove_postproc=False)))
+    args = [to_plain(a.as_json()) for a in ArgInfo.from_prim_func(task.mod["main"])]
+    lucky = Record(task.workload_key, trace, args, [1e-9], None, dict(lowered.target.config), host, host["tvm"], protocol="cold")
+    log = tmp_path / "log.jsonl"
+    LogWriter(log).append([lucky], {task.workload_key: WorkloadEntry(task.workload_key, task.name, task.flop, Workload(task.mod).as_json()[1], task.weight)})
+
+    (verdict,) = refine.refine_tasks([task], lowered.target, read_log(log), log, sweeps=1)
+    assert verdict.candidates[0][0] == "log's best" and len(verdict.candidates) == 1 + refine.FINALISTS
+    assert verdict.winner != 0, verdict.candidates  # an untiled conv loses to a tiled one
+    assert verdict.candidates[verdict.winner][1] < verdict.candidates[0][1] * (1 - MARGIN)
+    after = read_log(log)
+    added = after.records[-1]
+    assert added.compared == len(verdict.candidates) and added.key == task.workload_key
+    best = after.best(here=lowered.target.measurement_class())[task.workload_key]
+    assert best.compared and best.trace == added.trace  # the verdict, not the lucky 1 ns record
+    assert added.trace != trace and refine._Space(task, lowered.target).schedule(added.trace) is not None
+
+
+def test_a_log_without_this_machines_records_is_one_clear_error(tmp_path: Path) -> None:
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")
+    task = lowered.tasks[-1]
+    elsewhere = {"cpu": "fake", "llvm_cpu": "rocketlake", "isa": [], "cores": 2, "tvm": "x"}
+    log = tmp_path / "foreign.jsonl"
+    record = Record(task.workload_key, [[], []], [], [1e-4], None, dict(lowered.target.config), elsewhere, "x", protocol="cold")
+    LogWriter(log).append([record], {task.workload_key: WorkloadEntry(task.workload_key, task.name, task.flop, "", 1)})
+    with pytest.raises(TunebenchError, match="no task of this model has records timed on this machine"):
+        refine.refine_tasks(lowered.tasks, lowered.target, read_log(log), log)
