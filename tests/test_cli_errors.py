@@ -91,6 +91,12 @@ BAD = {
         (["siblings", "resnet18", "--log", "corrupt.jsonl"], "is not a tunebench history log"),
         (["siblings", "resnet18", "--log", LOG, "--rounds", "0"], "Invalid value for '--rounds'"),
     ],
+    "refine": [
+        (["refine", "resnet18", "--log", "missing.jsonl"], "log 'missing.jsonl' does not exist"),
+        (["refine", "resnet18", "--log", "corrupt.jsonl"], "is not a tunebench history log"),
+        (["refine", "resnet18", "--log", LOG, "--sweeps", "0"], "Invalid value for '--sweeps'"),
+        (["refine", "resnet18", "--log", LOG, "--timeout", "0"], "--timeout takes seconds, more than 0; got 0"),
+    ],
     "plot": [
         (["plot", "missing.jsonl"], "log 'missing.jsonl' does not exist"),
         (["plot", "corrupt.jsonl"], "is not a tunebench history log"),

@@ -11,7 +11,7 @@ from tunebench import api
 from tunebench.errors import TunebenchError
 from tunebench.logs.records import HistoryLog, LogWriter, Record, WorkloadEntry, read_log
 from tunebench.logs.share import best_k, summarize
-from tunebench.search.siblings import MARGIN
+from tunebench.search.sidebyside import MARGIN
 from tunebench.target import host_fingerprint, measurement_class
 
 SIBLINGS = "tests/fixtures/tiny.py:tiny_siblings"

@@ -184,10 +184,13 @@ def refine(
     sampling decision away), side by side, and append each task's winner to its log as a verdict
     (``search.refine``); largest latency share first, stopping between tasks after ``timeout``
     seconds. Lower it as it was tuned (``layout``, ``fold_bn``). Returns the verdicts."""
+    from .errors import TunebenchError
     from .logs.records import read_log
     from .search import tvmlog
     from .search.refine import SWEEPS, refine_tasks
 
+    if timeout is not None and not timeout > 0:
+        raise TunebenchError(f"--timeout takes seconds, more than 0; got {timeout:g}")
     spec = resolve_target(target, num_cores)
     log_path = _log_path(log, model, spec)
     history = read_log(log_path)
