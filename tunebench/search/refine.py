@@ -16,7 +16,6 @@ does; a deadline stops between tasks, every verdict so far already appended to t
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +27,8 @@ from ..lowering.tasks import Task
 from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
 from ..threads import set_tvm_threads
-from .measure import import_tensor_intrinsics
-from .sidebyside import Verdict, race, time_together
+from .measure import import_tensor_intrinsics, shared_pools
+from .sidebyside import Verdict, median, race, time_together
 
 SWEEPS = 3  # incumbents per task at most; ResNet18's moved at most twice
 SCREEN = 11  # neighbours screened per batch beside the incumbent
@@ -59,17 +58,18 @@ def refine_tasks(
     import_tensor_intrinsics()
     set_tvm_threads(target.num_cores)
     writer, host, verdicts = rec.LogWriter(log_path), host_fingerprint(), []
-    for task in order:
-        if deadline is not None and time.time() > deadline:
-            break
-        done = _refine(task, best[task.workload_key], target, host, sweeps)
-        if done is None:
-            continue
-        verdict, record = done
-        writer.append([record], {task.workload_key: log.workloads[task.workload_key]})
-        verdicts.append(verdict)
-        if reporter is not None:
-            reporter(verdict)
+    with shared_pools():  # one builder pool for every race
+        for task in order:
+            if deadline is not None and time.time() > deadline:
+                break
+            done = _refine(task, best[task.workload_key], target, host, sweeps)
+            if done is None:
+                continue
+            verdict, record = done
+            writer.append([record], {task.workload_key: log.workloads[task.workload_key]})
+            verdicts.append(verdict)
+            if reporter is not None:
+                reporter(verdict)
     return verdicts
 
 
@@ -103,8 +103,8 @@ def _screen(space: _Space, lead: tuple[str, Any], args_info: list[Any]) -> list[
     for start in range(0, len(built), SCREEN):
         batch = built[start : start + SCREEN]
         samples = time_together([space.schedule(trace)] + [sch for _, _, sch in batch], args_info, space.target, SCREEN_ROUNDS)
-        base = statistics.median(samples[0])
-        scored += [(statistics.median(s) / base, what, t) for s, (what, t, _) in zip(samples[1:], batch, strict=True)]
+        base = median(samples[0])
+        scored += [(median(s) / base, what, t) for s, (what, t, _) in zip(samples[1:], batch, strict=True) if s]
     scored.sort(key=lambda x: x[0])
     before = "" if path == "log's best" else f"{path}; "
     return [(before + what, t) for _, what, t in scored[:FINALISTS]]

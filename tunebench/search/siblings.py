@@ -23,7 +23,7 @@ from ..lowering.tasks import Task
 from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
 from ..threads import set_tvm_threads
-from .measure import import_tensor_intrinsics
+from .measure import import_tensor_intrinsics, shared_pools
 from .sidebyside import Verdict, race
 
 ROUNDS = 10
@@ -55,16 +55,17 @@ def compare_siblings(
     import_tensor_intrinsics()
     set_tvm_threads(target.num_cores)
     writer, host, verdicts = rec.LogWriter(log_path), host_fingerprint(), []
-    for group in groups:
-        for task in group:
-            compared = _compare(task, group, best, log.workloads, target, host, rounds)
-            if compared is None:
-                continue
-            verdict, record = compared
-            writer.append([record], {task.workload_key: log.workloads[task.workload_key]})
-            verdicts.append(verdict)
-            if reporter is not None:
-                reporter(verdict)
+    with shared_pools():  # one builder pool for every race
+        for group in groups:
+            for task in group:
+                compared = _compare(task, group, best, log.workloads, target, host, rounds)
+                if compared is None:
+                    continue
+                verdict, record = compared
+                writer.append([record], {task.workload_key: log.workloads[task.workload_key]})
+                verdicts.append(verdict)
+                if reporter is not None:
+                    reporter(verdict)
     return verdicts
 
 

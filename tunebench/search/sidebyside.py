@@ -11,7 +11,10 @@ see the same host. The fastest median (a rival's only by ``MARGIN``) is written 
 
 from __future__ import annotations
 
+import math
+import os
 import random
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -40,26 +43,43 @@ class Verdict:
         return self.candidates[0][1] / self.candidates[self.winner][1]
 
 
+def build(schedules: list[Any], target: TargetSpec) -> list[Any | None]:
+    """Each schedule's kernel built by the search's builder (its worker pool and ``BUILD_TIMEOUT_S``:
+    a neighbour unrolled 512 deep kept LLVM busy for over ten minutes in this process), loaded
+    here; None for one that failed or timed out."""
+    import tvm
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    from .measure import make_builder
+    from .settings import MeasureConfig
+
+    results = make_builder(MeasureConfig()).build([BuilderInput(sch.mod, target.tvm()) for sch in schedules])
+    libs = [None if r.error_msg else tvm.runtime.load_module(r.artifact_path) for r in results]
+    for r in results:
+        if r.artifact_path:
+            shutil.rmtree(os.path.dirname(r.artifact_path), ignore_errors=True)  # the builder's temporary folder
+    return libs
+
+
 def time_together(schedules: list[Any], args_info: list[Any], target: TargetSpec, rounds: int) -> list[list[float]]:
     """Seconds per single call of each schedule's kernel, ``CALLS`` a round for ``rounds`` shuffled
-    rounds, caches flushed before each call but the first argument's (the input, as in a model).
-    Call under ``threads.set_tvm_threads(target.num_cores)``: TVM's default is one thread here."""
+    rounds, caches flushed before each call but the first argument's (the input, as in a model);
+    no samples for a schedule that did not build (``build``). Call under
+    ``threads.set_tvm_threads(target.num_cores)``: TVM's default is one thread here."""
     import numpy as np
     import tvm
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
     dev = tvm.cpu()
     shapes = [([int(d) for d in a[2]], a[1]) for a in args_info]  # MetaSchedule's TensorInfo JSON: ["TENSOR", dtype, shape]
     rng = np.random.default_rng(0)
     args = [tvm.runtime.tensor(rng.uniform(-1, 1, shape).astype(dtype), dev) for shape, dtype in shapes]
-    timers = []
-    for sch in schedules:
-        lib = default_build(sch.mod, target.tvm(), None)
-        lib = getattr(lib, "mod", lib)
-        name = sch.mod.get_global_vars()[0].name_hint
-        timers.append(lib.time_evaluator(name, dev, number=1, repeat=CALLS, f_preproc="cache_flush_cpu_non_first_arg"))
+    timers = {}
+    for i, (sch, lib) in enumerate(zip(schedules, build(schedules, target), strict=True)):
+        if lib is not None:
+            name = sch.mod.get_global_vars()[0].name_hint
+            timers[i] = lib.time_evaluator(name, dev, number=1, repeat=CALLS, f_preproc="cache_flush_cpu_non_first_arg")
     samples: list[list[float]] = [[] for _ in schedules]
-    order = list(range(len(schedules)))
+    order = list(timers)
     for _ in range(rounds):
         random.shuffle(order)
         for i in order:
@@ -67,12 +87,17 @@ def time_together(schedules: list[Any], args_info: list[Any], target: TargetSpec
     return samples
 
 
+def median(samples: list[float]) -> float:
+    """The median of ``samples``; infinite for none (a schedule that did not build never wins)."""
+    return statistics.median(samples) if samples else math.inf
+
+
 def race(task: str, rivals: list[tuple[str, Any]], incumbent: rec.Record, target: TargetSpec, host: dict[str, Any], rounds: int) -> tuple[Verdict, rec.Record]:
     """Time ``rivals`` (label, schedule; the incumbent's first) together; the verdict and its record
     for ``incumbent``'s workload: the fastest median's schedule and samples if it beat the
     incumbent's by ``MARGIN``, else the incumbent's."""
     samples = time_together([sch for _, sch in rivals], incumbent.args_info, target, rounds)
-    medians = [statistics.median(s) for s in samples]
+    medians = [median(s) for s in samples]
     fastest = min(range(len(medians)), key=medians.__getitem__)
     winner = fastest if medians[fastest] < medians[0] * (1 - MARGIN) else 0
     verdict = Verdict(task, [(who, m) for (who, _), m in zip(rivals, medians, strict=True)], winner)
