@@ -24,7 +24,7 @@ from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
 from ..threads import set_tvm_threads
 from .measure import import_tensor_intrinsics, shared_pools
-from .sidebyside import Verdict, race
+from .sidebyside import Verdict, Verdicts, race
 
 ROUNDS = 10
 
@@ -54,19 +54,12 @@ def compare_siblings(
         raise TunebenchError(f"no two sibling tasks have records timed on this machine ({here}) for this target in {log_path}: {_hint(log, here, mine)}")
     import_tensor_intrinsics()
     set_tvm_threads(target.num_cores)
-    writer, host, verdicts = rec.LogWriter(log_path), host_fingerprint(), []
+    host, verdicts = host_fingerprint(), Verdicts(log_path, log.workloads, reporter)
     with shared_pools():  # one builder pool for every race
         for group in groups:
             for task in group:
-                compared = _compare(task, group, best, log.workloads, target, host, rounds)
-                if compared is None:
-                    continue
-                verdict, record = compared
-                writer.append([record], {task.workload_key: log.workloads[task.workload_key]})
-                verdicts.append(verdict)
-                if reporter is not None:
-                    reporter(verdict)
-    return verdicts
+                verdicts.add(_compare(task, group, best, log.workloads, target, host, rounds))
+    return verdicts.made
 
 
 def _hint(log: rec.HistoryLog, here: str, mine: str) -> str:

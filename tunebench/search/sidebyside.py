@@ -17,7 +17,9 @@ import random
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..logs import records as rec
@@ -41,6 +43,25 @@ class Verdict:
     def gain(self) -> float:
         """The incumbent's median over the winner's (1.0 when the incumbent won)."""
         return self.candidates[0][1] / self.candidates[self.winner][1]
+
+
+class Verdicts:
+    """Where races' results go as they are made: each record appended to the log (a Ctrl-C loses
+    the race in flight only), each verdict kept and shown to ``reporter``."""
+
+    def __init__(self, log_path: str | Path, workloads: dict[str, rec.WorkloadEntry], reporter: Callable[[Verdict], None] | None) -> None:
+        self.writer, self.workloads, self.reporter = rec.LogWriter(log_path), workloads, reporter
+        self.made: list[Verdict] = []
+
+    def add(self, result: tuple[Verdict, rec.Record] | None) -> None:
+        """Keep one race's (verdict, record); None (nothing raced) is skipped."""
+        if result is None:
+            return
+        verdict, record = result
+        self.writer.append([record], {record.key: self.workloads[record.key]})
+        self.made.append(verdict)
+        if self.reporter is not None:
+            self.reporter(verdict)
 
 
 def build(schedules: list[Any], target: TargetSpec) -> list[Any | None]:
