@@ -95,7 +95,9 @@ def test_refine_logs_the_faster_neighbour_as_a_verdict(tmp_path: Path) -> None:
     assert added.compared == len(verdict.candidates) and added.key == task.workload_key
     best = after.best(here=lowered.target.measurement_class())[task.workload_key]
     assert best.compared and best.trace == added.trace  # the verdict, not the lucky 1 ns record
-    assert added.trace != trace and refine._Space(task, lowered.target).schedule(added.trace) is not None
+    assert added.trace != trace
+    assert refine._Space(task, lowered.target).schedule(added.trace) is not None
+    assert [i[0] for i in added.trace[0]].count("EnterPostproc") == 1  # as a search's record: refining it again moves its decisions only
 
 
 def test_a_log_without_this_machines_records_is_one_clear_error(tmp_path: Path) -> None:

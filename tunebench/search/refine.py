@@ -33,10 +33,10 @@ from ..threads import set_tvm_threads
 from .measure import import_tensor_intrinsics, shared_pools
 from .sidebyside import Verdict, Verdicts, median, race, time_together
 
-SWEEPS = 3  # incumbents per task at most; ResNet18's moved at most twice
-SCREEN = 11  # neighbours screened per batch beside the incumbent
+SWEEPS = 3  # sweeps per task at most; ResNet18's leads moved at most twice
+SCREEN = 11  # neighbours screened per batch beside the lead
 SCREEN_ROUNDS = 2
-FINALISTS = 5  # screened neighbours raced again against the incumbent
+FINALISTS = 5  # screened neighbours raced again beside the lead and the log's best
 ROUNDS = 6
 
 
@@ -128,6 +128,7 @@ class _Space:
             Trace.apply_json_to_schedule([insts[:cut], decisions], sch)
         except RuntimeError:  # ScheduleError, TVMError: a decision the loops cannot take
             return None
+        sch.enter_postproc()  # as a search's candidates carry it: a refined record's trace refines again
         return sch if all(p.apply(sch) for p in self.postprocs) else None
 
     def neighbours(self, trace: Any) -> Iterator[tuple[str, Any]]:
