@@ -218,7 +218,7 @@ def refine(
     num_cores: CoresOpt = None,
     layout: LayoutOpt = "blocked",
     fold_bn: FoldOpt = False,
-    sweeps: Annotated[int, typer.Option(min=1, help="moves of a task's incumbent at most")] = 3,
+    sweeps: Annotated[int, typer.Option(min=1, help="sweeps per task at most (each may move its lead schedule one decision)")] = 3,
     timeout: Annotated[Optional[float], typer.Option(help="stop between tasks after this many seconds")] = None,
 ) -> None:
     """Race each task's best schedule against its neighbours (one sampling decision away), side by side,

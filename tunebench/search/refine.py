@@ -31,7 +31,7 @@ from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
 from ..threads import set_tvm_threads
 from .measure import import_tensor_intrinsics, shared_pools
-from .sidebyside import Verdict, Verdicts, median, race, time_together
+from .sidebyside import Verdict, Verdicts, hint, median, race, time_together
 
 SWEEPS = 3  # sweeps per task at most; ResNet18's leads moved at most twice
 SCREEN = 11  # neighbours screened per batch beside the lead
@@ -56,7 +56,7 @@ def refine_tasks(
     best = log.best(usable=lambda r: target_identity(r.target) == mine and r.measured_class == here)
     mine_tasks = {t.workload_key: t for t in tasks if t.workload_key in best}  # one per workload
     if not mine_tasks:
-        raise TunebenchError(f"no task of this model has records timed on this machine ({here}) for this target in {log_path}: tune it here first")
+        raise TunebenchError(f"no task of this model has records timed on this machine ({here}) for this target in {log_path}: {hint(log, here, mine)}")
     order = sorted(mine_tasks.values(), key=lambda t: -t.weight * best[t.workload_key].latency)
     import_tensor_intrinsics()
     set_tvm_threads(target.num_cores)

@@ -24,7 +24,7 @@ from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
 from ..threads import set_tvm_threads
 from .measure import import_tensor_intrinsics, shared_pools
-from .sidebyside import Verdict, Verdicts, race
+from .sidebyside import Verdict, Verdicts, hint, race
 
 ROUNDS = 10
 
@@ -51,7 +51,7 @@ def compare_siblings(
         raise TunebenchError("no two tasks of this model compute one conv shape: no siblings to compare")
     groups = [g for g in ([t for t in g if t.workload_key in best] for g in siblings) if len(g) > 1]
     if not groups:
-        raise TunebenchError(f"no two sibling tasks have records timed on this machine ({here}) for this target in {log_path}: {_hint(log, here, mine)}")
+        raise TunebenchError(f"no two sibling tasks have records timed on this machine ({here}) for this target in {log_path}: {hint(log, here, mine)}")
     import_tensor_intrinsics()
     set_tvm_threads(target.num_cores)
     host, verdicts = host_fingerprint(), Verdicts(log_path, log.workloads, reporter)
@@ -60,15 +60,6 @@ def compare_siblings(
             for task in group:
                 verdicts.add(_compare(task, group, best, log.workloads, target, host, rounds))
     return verdicts.made
-
-
-def _hint(log: rec.HistoryLog, here: str, mine: str) -> str:
-    """What to run instead: another target this machine's records in ``log`` were tuned for, else tune first.
-    (ResNet18's avx512 log holds ``skylake-avx512`` records, while ``--target avx512`` means ``znver4`` on an AMD host.)"""
-    theirs = {target_identity(r.target) for r in log.records if r.ok and r.measured_class == here} - {mine}
-    if theirs:
-        return "this machine's records there are for --target " + " or ".join(f"'{t}'" for t in sorted(theirs))
-    return "tune the model here first"
 
 
 def _compare(

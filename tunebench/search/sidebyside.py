@@ -24,6 +24,7 @@ from typing import Any
 
 from ..logs import records as rec
 from ..target import TargetSpec
+from ..target import identity as target_identity
 
 CALLS = 5  # single cold calls per candidate and round
 # A rival replaces the incumbent only this much faster: ResNet18's sibling gains were 6-35%, and a
@@ -136,3 +137,12 @@ def race(task: str, rivals: list[tuple[str, Any]], incumbent: rec.Record, target
         compared=len(rivals),
     )
     return verdict, record
+
+
+def hint(log: rec.HistoryLog, here: str, mine: str) -> str:
+    """Why ``log`` has no records to race, and what to run instead: another target this machine's records in ``log`` were tuned for, else tune first.
+    (ResNet18's avx512 log holds ``skylake-avx512`` records, while ``--target avx512`` means ``znver4`` on an AMD host.)"""
+    theirs = {target_identity(r.target) for r in log.records if r.ok and r.measured_class == here} - {mine}
+    if theirs:
+        return "this machine's records there are for --target " + " or ".join(f"'{t}'" for t in sorted(theirs))
+    return "tune the model here first"
