@@ -107,5 +107,5 @@ def test_a_log_without_this_machines_records_is_one_clear_error(tmp_path: Path) 
     log = tmp_path / "foreign.jsonl"
     record = Record(task.workload_key, [[], []], [], [1e-4], None, dict(lowered.target.config), elsewhere, "x", protocol="cold")
     LogWriter(log).append([record], {task.workload_key: WorkloadEntry(task.workload_key, task.name, task.flop, "", 1)})
-    with pytest.raises(TunebenchError, match="no task of this model has records timed on this machine .*: tune the model here first"):
+    with pytest.raises(TunebenchError, match=r"no task of this model has records timed on this machine .*: tune the model here first"):
         refine.refine_tasks(lowered.tasks, lowered.target, read_log(log), log)
