@@ -142,6 +142,21 @@ def tune(
     return state
 
 
+def _on_tuned_tasks(model: str | Any, target: str | TargetSpec, log: str | Path | None, layout: str, fold_bn: bool, num_cores: int | None, run: Any) -> Any:
+    """``run(tasks, target, history, log_path)`` on ``model`` lowered as it was tuned (``layout``,
+    ``fold_bn``) and its log read first (a missing or corrupt log refused before the seconds lowering
+    takes), TVM's messages kept beside the log: what every race over a log's records needs."""
+    from .logs.records import read_log
+    from .search import tvmlog
+
+    spec = resolve_target(target, num_cores)
+    log_path = _log_path(log, model, spec)
+    history = read_log(log_path)
+    with tvmlog.captured(tvmlog.beside(log_path)):
+        lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)
+        return run(lowered.tasks, lowered.target, history, log_path)
+
+
 def compare_siblings(
     model: str | Any,
     target: str | TargetSpec = "host",
@@ -156,16 +171,12 @@ def compare_siblings(
     """Time the best schedules of ``model``'s tasks that share a conv against each other, side by
     side, and append each task's winner to its log as a verdict (``search.siblings``). Lower it as
     it was tuned (``layout``, ``fold_bn``). Returns the verdicts, one per task compared."""
-    from .logs.records import read_log
-    from .search import tvmlog
     from .search.siblings import ROUNDS, compare_siblings
 
-    spec = resolve_target(target, num_cores)
-    log_path = _log_path(log, model, spec)
-    history = read_log(log_path)  # a missing or corrupt log refused before the seconds lowering takes
-    with tvmlog.captured(tvmlog.beside(log_path)):
-        lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)
-        return compare_siblings(lowered.tasks, lowered.target, history, log_path, rounds or ROUNDS, reporter)
+    def run(tasks: Any, spec: TargetSpec, history: Any, log_path: Path) -> Any:
+        return compare_siblings(tasks, spec, history, log_path, rounds or ROUNDS, reporter)
+
+    return _on_tuned_tasks(model, target, log, layout, fold_bn, num_cores, run)
 
 
 def refine(
@@ -184,17 +195,13 @@ def refine(
     sampling decision away), side by side, and append each task's winner to its log as a verdict
     (``search.refine``); largest latency share first, stopping between tasks after ``timeout``
     seconds. Lower it as it was tuned (``layout``, ``fold_bn``). Returns the verdicts."""
-    from .errors import TunebenchError
-    from .logs.records import read_log
-    from .search import tvmlog
+    from .search.driver import check_timeout
     from .search.refine import SWEEPS, refine_tasks
 
-    if timeout is not None and not timeout > 0:
-        raise TunebenchError(f"--timeout takes seconds, more than 0; got {timeout:g}")
-    spec = resolve_target(target, num_cores)
-    log_path = _log_path(log, model, spec)
-    history = read_log(log_path)
+    check_timeout(timeout)
     deadline = None if timeout is None else time.time() + timeout
-    with tvmlog.captured(tvmlog.beside(log_path)):
-        lowered = lower_model(model, spec, num_cores=num_cores, layout=layout, fold_bn=fold_bn)
-        return refine_tasks(lowered.tasks, lowered.target, history, log_path, sweeps or SWEEPS, deadline, reporter)
+
+    def run(tasks: Any, spec: TargetSpec, history: Any, log_path: Path) -> Any:
+        return refine_tasks(tasks, spec, history, log_path, sweeps or SWEEPS, deadline, reporter)
+
+    return _on_tuned_tasks(model, target, log, layout, fold_bn, num_cores, run)

@@ -467,7 +467,12 @@ def check_run(tuner: str, trials: int | None, trials_per_task: int | None, more:
     for flag, value in (("--trials", trials), ("--trials-per-task", trials_per_task), ("--more", more)):
         if value is not None and value < 0:
             raise TunebenchError(f"{flag} takes a number of trials, 0 or more; got {value}")
-    if timeout is not None and not (0 < timeout < math.inf):  # nan too
+    check_timeout(timeout)
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Refuse a ``--timeout`` that is not a finite number of seconds above 0 (nan too); None: no deadline."""
+    if timeout is not None and not (0 < timeout < math.inf):
         raise TunebenchError(f"--timeout takes seconds, more than 0; got {timeout}")
 
 

@@ -19,6 +19,7 @@ does; a deadline stops between tasks, every verdict so far already appended to t
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,7 +139,7 @@ class _Space:
         for j, (at, decision) in enumerate(decisions):
             kind = insts[at][0]
             if kind == "SamplePerfectTile":
-                splits = _factorizations(_product(decision), len(decision), insts[at][2][1])
+                splits = _factorizations(math.prod(decision), len(decision), insts[at][2][1])
                 options = [f for f in splits if sum(a != b for a, b in zip(f, decision, strict=True)) <= 2]
             elif kind == "SampleCategorical":
                 options = list(range(len(insts[at][2][0])))
@@ -151,13 +152,6 @@ class _Space:
                     moved = copy.deepcopy(trace)
                     moved[1][j][1] = option
                     yield f"{kind.removeprefix('Sample')} #{at} {decision}->{option}", moved
-
-
-def _product(factors: list[int]) -> int:
-    out = 1
-    for f in factors:
-        out *= f
-    return out
 
 
 def _factorizations(n: int, parts: int, max_innermost: int) -> list[list[int]]:
