@@ -33,6 +33,7 @@ def _design(task: object, target: object) -> object:
     import_tensor_intrinsics()
     ctx = ms.TuneContext(mod=task.mod, target=target.tvm(), space_generator="post-order-apply", task_name=task.name, rand_state=0, num_threads=1)
     sch = ctx.generate_design_space()[0]
+    sch.enter_postproc()
     assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
     return sch
 
@@ -67,6 +68,31 @@ def test_neighbours_move_one_decision_and_keep_each_tile_whole() -> None:
         if trace[0][at][0] == "SamplePerfectTile":
             assert math.prod(new) == math.prod(old) and sum(x != y for x, y in zip(old, new, strict=True)) <= 2
     assert {"SamplePerfectTile", "SampleCategorical", "SampleComputeLocation"} <= kinds
+
+
+def test_a_replayed_trace_without_its_postproc_mark_moves_as_the_search_would_build() -> None:
+    """A schedule replayed from a record loses the ``EnterPostproc`` mark (siblings' verdicts): its
+    design part is still found, so each move is post-processed afresh, exactly as from the marked trace."""
+    import tvm_ffi
+
+    from tunebench.logs.traces import design_length
+
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")
+    task = lowered.tasks[-1]
+    marked = to_plain(_design(task, lowered.target).trace.as_json(remove_postproc=False))
+    kinds = [inst[0] for inst in marked[0]]
+    cut = kinds.index("EnterPostproc")
+    assert cut < len(kinds) - 1  # post-processing follows the mark
+    bare = [marked[0][:cut] + marked[0][cut + 1 :], marked[1]]  # decisions all point before the mark
+    assert design_length(bare[0]) == cut
+    space = refine._Space(task, lowered.target)
+    moves = list(zip(space.neighbours(marked), space.neighbours(bare), strict=True))
+    assert moves
+    for (what, a), (_, b) in moves:
+        built_a, built_b = space.schedule(a), space.schedule(b)
+        assert (built_a is None) == (built_b is None), what
+        if built_a is not None:
+            assert tvm_ffi.structural_equal(built_a.mod, built_b.mod), what
 
 
 def test_refine_logs_the_faster_neighbour_as_a_verdict(tmp_path: Path) -> None:

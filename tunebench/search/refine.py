@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import TunebenchError
 from ..logs import records as rec
+from ..logs.traces import design_length
 from ..lowering.tasks import Task
 from ..target import TargetSpec, host_fingerprint
 from ..target import identity as target_identity
@@ -123,7 +124,7 @@ class _Space:
         from tvm.s_tir import Schedule, Trace
 
         insts, decisions = trace
-        cut = next((i for i, inst in enumerate(insts) if inst[0] == "EnterPostproc"), len(insts))
+        cut = design_length(insts)  # the post-processing is redone for the decisions taken here
         sch = Schedule(self.task.mod)
         try:
             Trace.apply_json_to_schedule([insts[:cut], decisions], sch)
