@@ -85,6 +85,7 @@ def test_a_replayed_trace_without_its_postproc_mark_moves_as_the_search_would_bu
     assert cut < len(kinds) - 1  # post-processing follows the mark
     bare = [marked[0][:cut] + marked[0][cut + 1 :], marked[1]]  # decisions all point before the mark
     assert design_length(bare[0]) == cut
+    assert design_length(bare[0] + [marked[0][cut]]) == cut, "a mark after replayed post-processing (12-01 verdicts)"
     space = refine._Space(task, lowered.target)
     moves = list(zip(space.neighbours(marked), space.neighbours(bare), strict=True))
     assert moves

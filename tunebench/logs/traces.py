@@ -41,26 +41,24 @@ _REWRITES = frozenset({"Unannotate", "DecomposeReduction", "Fuse", "Parallel", "
 
 def design_length(insts: list[Any]) -> int:
     """How many of a trace's instructions (JSON) are its design: the sampled decisions and the
-    transformations they steer, before MetaSchedule's post-processors rewrite the loops. A search's
-    record marks the cut (``EnterPostproc``); a schedule replayed from a record loses the marker
-    (siblings' verdicts, and refine's before 2026-12-01), so there the cut is the first run of
-    lookups after the last sampling instruction that leads into a post-processor's rewrite
-    (parallelize, vectorize, unroll, decompose a reduction): the marker's place on every one of the
-    108,584 marked records of the shipped logs. A move replayed with the post-processing
-    recorded for other tiles builds a schedule no search would (ResNet18's layer-4 conv with 28
-    accumulators ran 1.33x its lead's time built so, 1.02x post-processed afresh, AMD EPYC Zen 4)."""
+    transformations they steer, before MetaSchedule's post-processors rewrite the loops: the first
+    run of lookups after the last sampling instruction that leads into a post-processor's rewrite
+    (parallelize, vectorize, unroll, decompose a reduction). A search's record marks that place
+    (``EnterPostproc``: the same cut on 108,682 of the shipped logs' 108,707 marked records), but a
+    schedule replayed from a record loses the mark (siblings' verdicts), and the other 25, verdicts of
+    12-01 replayed whole from unmarked leads, carry it at the end, after the replayed post-processing;
+    so the mark bounds the cut, never sets it. A move replayed with the post-processing recorded for other tiles builds a schedule no
+    search would (ResNet18's layer-4 conv with 28 accumulators ran 1.33x its lead's time built so,
+    1.02x post-processed afresh, AMD EPYC Zen 4)."""
     kinds = [inst[0] for inst in insts]
-    if "EnterPostproc" in kinds:
-        return kinds.index("EnterPostproc")
-    last_sample = max((i for i, kind in enumerate(kinds) if kind.startswith("Sample")), default=-1)
-    for i in range(last_sample + 1, len(kinds)):
-        if kinds[i] in _LOOKUPS and (i == 0 or kinds[i - 1] not in _LOOKUPS):
-            j = i
-            while j < len(kinds) and kinds[j] in _LOOKUPS:
-                j += 1
-            if j < len(kinds) and kinds[j] in _REWRITES:
-                return i
-    return len(kinds)
+    marked = kinds.index("EnterPostproc") if "EnterPostproc" in kinds else len(kinds)
+    first = 1 + max((i for i, kind in enumerate(kinds) if kind.startswith("Sample")), default=0)
+    rewrite = next((i for i in range(first, marked) if kinds[i] in _REWRITES and kinds[i - 1] in _LOOKUPS), None)
+    if rewrite is None:
+        return marked
+    while kinds[rewrite - 1] in _LOOKUPS:  # back to the lookups that lead into it
+        rewrite -= 1
+    return rewrite
 
 
 def schedule_for(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
