@@ -96,6 +96,37 @@ def test_a_replayed_trace_without_its_postproc_mark_moves_as_the_search_would_bu
             assert tvm_ffi.structural_equal(built_a.mod, built_b.mod), what
 
 
+def test_the_search_starts_from_a_verdict_without_its_postproc_mark() -> None:
+    """A log record whose trace lost the ``EnterPostproc`` mark (siblings' verdicts) seeds the
+    evolutionary search marked where its design ends (``traces.marked``, in ``Record.ms_record``):
+    seeded with the bare trace, TVM stopped the search ("old_outputs.size() == new_outputs.size()",
+    ``tune resnet18`` after ``refine`` and ``siblings``, 2026-12-01)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tunebench.logs.traces import marked
+
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")
+    target = lowered.target
+    for task in lowered.tasks:
+        good = to_plain(_design(task, target).trace.as_json(remove_postproc=False))
+        cut = [inst[0] for inst in good[0]].index("EnterPostproc")
+        bare = [good[0][:cut] + good[0][cut + 1 :], good[1]]
+        assert marked(good) == good and marked(bare) == good and marked([[*bare[0], good[0][cut]], bare[1]]) == good
+        for seed in range(3):
+            database = ms.database.MemoryDatabase()
+            workload = database.commit_workload(task.mod)
+            verdict = Record("w", bare, None, [1e-3], None, dict(target.config), {}, "x", protocol="cold", compared=2)
+            for _ in range(3):
+                database.commit_tuning_record(verdict.ms_record(workload))
+            strategy = ms.search_strategy.EvolutionarySearch(population_size=64)
+            ctx = ms.TuneContext(
+                mod=task.mod, target=target.tvm(), space_generator="post-order-apply", search_strategy=strategy, task_name=task.name, rand_state=seed
+            )
+            spaces = ctx.generate_design_space()
+            ctx.pre_tuning(max_trials=64, num_trials_per_iter=16, design_spaces=spaces, database=database, cost_model=ms.cost_model.RandomModel())
+            assert ctx.generate_measure_candidates(), (task.name, seed)
+
+
 def test_refine_logs_the_faster_neighbour_as_a_verdict(tmp_path: Path) -> None:
     """The log's best for the second conv is a poor schedule (the slowest near a sampled design) logged
     faster than anything: a neighbour of it runs faster side by side, and its verdict outranks the

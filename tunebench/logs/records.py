@@ -195,12 +195,15 @@ class Record:
         return json.dumps([self.key, self.trace, self.target, self.run_secs, self.time], sort_keys=True)
 
     def ms_record(self, workload: Any) -> Any:
-        """This record as a MetaSchedule TuningRecord bound to ``workload``."""
+        """This record as a MetaSchedule TuningRecord bound to ``workload``, its trace marked where
+        its design ends (``traces.marked``): the search mutates it from there."""
         import tvm
         from tvm.s_tir.meta_schedule.database import TuningRecord
 
+        from .traces import marked
+
         target = tvm.target.Target(self.target)
-        return TuningRecord.from_json([self.trace, self.ms_run_secs, target.export(), self.args_info], workload)
+        return TuningRecord.from_json([marked(self.trace), self.ms_run_secs, target.export(), self.args_info], workload)
 
     @property
     def ms_run_secs(self) -> list[float] | None:

@@ -61,6 +61,29 @@ def design_length(insts: list[Any]) -> int:
     return rewrite
 
 
+_MARK = ["EnterPostproc", [], [], []]
+
+
+def marked(trace: Any) -> Any:
+    """``trace`` (JSON) with MetaSchedule's ``EnterPostproc`` mark where its design ends
+    (``design_length``), as a search's own candidates carry it; a trace marked there already comes back as is.
+
+    The evolutionary search replays the records it starts from without their post-processing (up
+    to the mark) and mutates their decisions; a verdict record without the mark (``siblings``, an
+    early ``refine``) or with it at the end was replayed whole, post-processing included, and TVM
+    stopped the search: "Check failed: old_outputs.size() == new_outputs.size() (5 vs. 7)" (``tune
+    resnet18`` after ``refine`` and ``siblings``, AMD EPYC Zen 4, 2026-12-01)."""
+    insts, decisions = trace
+    kinds = [inst[0] for inst in insts]
+    if "EnterPostproc" in kinds and kinds.index("EnterPostproc") == design_length(insts):
+        return trace
+    kept = [i for i, kind in enumerate(kinds) if kind != "EnterPostproc"]
+    plain = [insts[i] for i in kept]
+    cut = design_length(plain)
+    moved = {old: new + (1 if new >= cut else 0) for new, old in enumerate(kept)}  # decisions name sampling instructions, never the mark
+    return [[*plain[:cut], list(_MARK), *plain[cut:]], [[moved[at], value] for at, value in decisions]]
+
+
 def schedule_for(trace_json: Any, mod: Any, tuned_on: Any, target: Any) -> Any:
     """``mod`` scheduled by a trace recorded on ``tuned_on`` (the record's ``records.WorkloadEntry``,
     or None if unknown): replayed as is, else through the anchor block; None when neither applies.
