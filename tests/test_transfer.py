@@ -165,3 +165,30 @@ def test_a_batch_size_never_tuned_gets_the_tuned_ones_schedules(tiny_log: Path, 
         carried = _carry_over(task, priors, "cold")
         assert carried and all(r.key != task.workload_key for r in carried)
         assert refitted(carried[0].trace, task.mod, priors.workloads[carried[0].key], lowered.target.tvm()) is not None
+
+
+def test_from_a_log_times_its_schedules_for_tasks_this_log_already_holds(tiny_log: Path, tmp_path: Path) -> None:
+    """--from another search's log on this machine: its best traces the log lacks are timed first,
+    though every task already has records here (they were silently skipped before)."""
+    lowered = api.lower_model(TINY, "avx2", layout="nchw")
+    lines = tiny_log.read_text().splitlines()
+    first: dict[str, str] = {}
+    for line in lines:  # this log keeps one record per task: the other traces are only in --from
+        obj = json.loads(line)
+        if obj["type"] == "record":
+            first.setdefault(obj["key"], line)
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("\n".join([ln for ln in lines if json.loads(ln)["type"] != "record"] + list(first.values())) + "\n")
+    held = read_log(mine).records
+    assert {r.key for r in held} == {t.workload_key for t in lowered.tasks}
+    state = tune_tasks(lowered.tasks, lowered.target, mine, more=2, transfer_from=[tiny_log], measure=PATIENT)
+    assert state.new_trials == 2
+    timed = {json.dumps(r.trace, sort_keys=True) for r in held}
+    carried = read_log(mine).records[len(held) :]
+    for key in {r.key for r in carried}:  # per task, the --from log's best untimed traces, in its order
+        untimed: dict[str, Record] = {}
+        for r in sorted((r for r in read_log(tiny_log).records if r.ok and r.key == key), key=lambda r: r.rank):
+            if json.dumps(r.trace, sort_keys=True) not in timed:
+                untimed.setdefault(json.dumps(r.trace, sort_keys=True), r)
+        got = [json.dumps(r.trace, sort_keys=True) for r in carried if r.key == key]
+        assert got == list(untimed)[: len(got)]

@@ -42,7 +42,7 @@ from typing import Any
 
 from ..errors import TunebenchError
 from ..logs import records as rec
-from ..logs.traces import op_signature, refitted, relatives, schedule_for
+from ..logs.traces import marked, op_signature, refitted, relatives, schedule_for
 from ..lowering.tasks import Task, model_latency
 from ..target import TargetSpec, class_distance, host_fingerprint, runnable, same_preset
 from ..target import identity as target_identity
@@ -366,6 +366,7 @@ class Priors:
     counts: dict[str, int] = field(default_factory=dict)  # trials per workload in the log, wherever timed
     local: list[rec.Record] = field(default_factory=list)
     sources: list[rec.Record] = field(default_factory=list)
+    given: list[rec.Record] = field(default_factory=list)  # the ``--from`` logs' (also in ``sources``): timed here even for a task the log holds
     cost_models: list[Path] = field(default_factory=list)  # saved cost models to warm-start from, the log's own first
     workloads: dict[str, rec.WorkloadEntry] = field(default_factory=dict)  # the TIR ``sources`` were tuned on
     here: str = ""  # this machine's ``measurement_class``: ``sources`` of the nearest class are timed first
@@ -385,6 +386,7 @@ def load_priors(log_path: Path, target: TargetSpec, here: str, transfer_from: li
     for path in transfer_from or []:
         other = _runnable_records(path)
         priors.sources += other.records
+        priors.given += other.records
         for key, w in other.workloads.items():
             priors.workloads.setdefault(key, w)
     priors.cost_models = [p for p in (costmodel.model_path(x) for x in [log_path, *(transfer_from or [])]) if p.is_file()]
@@ -650,7 +652,6 @@ class _Batcher:
         """Measure up to ``limit`` candidates of task ``s`` (its carry-over first), those ``until`` leaves
         time for (``_measure``), and log them; return how many (0 when the search strategy has none
         left) and whether they were carried over."""
-        from tvm.s_tir import meta_schedule as ms
 
         t = state.now()
         workload = self.ms_workloads[s.task.workload_key]
@@ -682,11 +683,9 @@ class _Batcher:
         batch_records = []
         for cand, res, where, samples in zip(cands, results, measured_on, raw, strict=True):
             error = _short_error(res.error_msg)
-            if res.run_secs is not None and error is None:
-                self.database.commit_tuning_record(ms.database.TuningRecord(cand.sch.trace, workload, res.run_secs, tvm_target, cand.args_info))
             r = rec.Record(
                 key=s.task.workload_key,
-                trace=rec.to_plain(cand.sch.trace.as_json(remove_postproc=False)),
+                trace=marked(rec.to_plain(cand.sch.trace.as_json(remove_postproc=False))),  # a schedule carried through its anchor lost the mark
                 args_info=[rec.to_plain(a.as_json()) for a in cand.args_info],
                 run_secs=samples,
                 error=error,
@@ -696,6 +695,8 @@ class _Batcher:
                 measured_on=where,
                 protocol=self.protocol,
             )
+            if r.ok:  # the search goes on from it, as from the log's records (``_seed_from_log``)
+                self.database.commit_tuning_record(r.ms_record(workload))
             batch_records.append(r)
             s.errors += r.error is not None
             s.consider(r)
@@ -766,12 +767,13 @@ def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
     """Schedules to time on this machine before searching ``task``: its ``CARRY_OVER`` best distinct
     traces measured elsewhere (other machines or thread counts, ``--from`` logs) or under another
     protocol, if it has no record of this machine under ``protocol`` yet (so an interrupted
-    carry-over is not repeated on resume). This machine's older-protocol records come first, then
+    carry-over is not repeated on resume); one that has gets the ``--from`` logs' traces it has not
+    timed (``_given_untimed``). This machine's older-protocol records come first, then
     other machines' by their own ranking. A task no log holds gets the schedules of its nearest
     relatives instead (``_relatives``), refitted to its extents when timed."""
     local = [r for r in priors.local if r.key == task.workload_key and r.ok]
     if any(r.protocol == protocol for r in local):
-        return []
+        return _given_untimed(task, priors, local)
     elsewhere = [r for r in priors.sources if r.key == task.workload_key and r.ok]
     if not local and not elsewhere and priors.counts.get(task.workload_key, 0) == 0:
         return _relatives(task, priors)
@@ -779,6 +781,22 @@ def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
     nearest = sorted(elsewhere, key=lambda r: (class_distance(r.measured_class, priors.here), r.rank))
     for r in sorted(local, key=lambda r: r.rank) + nearest:
         out.setdefault(json.dumps(r.trace, sort_keys=True), r)
+        if len(out) == CARRY_OVER:
+            break
+    return list(out.values())
+
+
+def _given_untimed(task: Task, priors: Priors, local: list[rec.Record]) -> list[rec.Record]:
+    """A task this machine already timed: the ``--from`` logs' best distinct traces of it not yet
+    timed here. Before, ``--from`` was silently ignored for such a task: a single-conv search on this
+    host that beat ResNet18's logged layer-3 conv side by side (0.957x, Zen 4) could not reach the
+    model's log that way. Timed once: on resume they are the log's own."""
+    here = {json.dumps(r.trace, sort_keys=True) for r in local}
+    out: dict[str, rec.Record] = {}
+    for r in sorted((r for r in priors.given if r.key == task.workload_key and r.ok), key=lambda r: r.rank):
+        trace = json.dumps(r.trace, sort_keys=True)
+        if trace not in here:
+            out.setdefault(trace, r)
         if len(out) == CARRY_OVER:
             break
     return list(out.values())
