@@ -11,6 +11,7 @@ from tunebench import api
 from tunebench.errors import TunebenchError
 from tunebench.logs.records import HistoryLog, LogWriter, Record, WorkloadEntry, read_log
 from tunebench.logs.share import best_k, summarize
+from tunebench.logs.traces import design_length
 from tunebench.search.sidebyside import MARGIN
 from tunebench.target import host_fingerprint, measurement_class
 
@@ -91,6 +92,8 @@ def test_siblings_serve_a_task_the_schedule_that_runs_faster_side_by_side(siblin
     after = read_log(log, warn=False)
     added = after.records[len(before.records) :]
     assert [r.compared for r in added] == [2, 2]
+    for r in added:  # marked where the design ends, as the search's records are (a schedule replayed through its anchor lost the mark)
+        assert r.trace == NAIVE or [inst[0] for inst in r.trace[0]].index("EnterPostproc") == design_length(r.trace[0])
     best = after.best(here=lowered.target.measurement_class())
     relu_key = next(t.workload_key for t in lowered.tasks if t.name == "fused_conv2d1_add_relu")
     assert before.best()[relu_key].trace == NAIVE and before.best()[relu_key].latency < 1e-6

@@ -66,7 +66,8 @@ _MARK = ["EnterPostproc", [], [], []]
 
 def marked(trace: Any) -> Any:
     """``trace`` (JSON) with MetaSchedule's ``EnterPostproc`` mark where its design ends
-    (``design_length``), as a search's own candidates carry it; a trace marked there already comes back as is.
+    (``design_length``), as a search's own candidates carry it; a trace marked there already, or
+    one with no instruction, comes back as is.
 
     The evolutionary search replays the records it starts from without their post-processing (up
     to the mark) and mutates their decisions; a verdict record without the mark (``siblings``, an
@@ -75,8 +76,8 @@ def marked(trace: Any) -> Any:
     resnet18`` after ``refine`` and ``siblings``, AMD EPYC Zen 4, 2026-12-01)."""
     insts, decisions = trace
     kinds = [inst[0] for inst in insts]
-    if "EnterPostproc" in kinds and kinds.index("EnterPostproc") == design_length(insts):
-        return trace
+    if not insts or ("EnterPostproc" in kinds and kinds.index("EnterPostproc") == design_length(insts)):
+        return trace  # marked already, or the unscheduled workload: nothing to mark
     kept = [i for i, kind in enumerate(kinds) if kind != "EnterPostproc"]
     plain = [insts[i] for i in kept]
     cut = design_length(plain)

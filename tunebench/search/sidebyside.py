@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import records as rec
+from ..logs.traces import marked
 from ..target import TargetSpec
 from ..target import identity as target_identity
 
@@ -125,7 +126,7 @@ def race(task: str, rivals: list[tuple[str, Any]], incumbent: rec.Record, target
     verdict = Verdict(task, [(who, m) for (who, _), m in zip(rivals, medians, strict=True)], winner)
     record = rec.Record(
         key=incumbent.key,
-        trace=rec.to_plain(rivals[winner][1].trace.as_json(remove_postproc=False)),
+        trace=marked(rec.to_plain(rivals[winner][1].trace.as_json(remove_postproc=False))),  # a schedule replayed from a record lost the mark
         args_info=incumbent.args_info,
         run_secs=samples[winner],
         error=None,
