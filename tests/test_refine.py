@@ -127,6 +127,22 @@ def test_the_search_starts_from_a_verdict_without_its_postproc_mark() -> None:
             assert ctx.generate_measure_candidates(), (task.name, seed)
 
 
+def test_a_lucky_lone_timing_after_a_verdict_faces_the_schedules_it_displaced() -> None:
+    """The log's best may be a lone timing after the last verdict (a search run after refine): the
+    first race then includes that verdict's schedule and the next fastest distinct ones."""
+
+    def record(trace_id: int, secs: float, at: float, compared: int = 0) -> Record:
+        trace = [[["SampleCategorical", [], [], [f"v{trace_id}"]]], []]
+        return Record("w", trace, [], [secs], None, {}, {"llvm_cpu": "znver4"}, "x", time=at, protocol="cold", compared=compared)
+
+    verdict = record(1, 2e-3, at=10.0, compared=4)
+    lucky, second, again, older = record(2, 1e-3, at=20.0), record(3, 1.5e-3, at=21.0), record(2, 1.1e-3, at=22.0), record(4, 1.2e-3, at=5.0)
+    rivals = refine.runners_up([older, verdict, lucky, second, again], "w")
+    assert [r.trace for r in rivals] == [verdict.trace, second.trace, older.trace]  # never the best's own trace; what the verdict beat last
+    assert [r.trace for r in refine.runners_up([older, verdict, lucky, second, again], "w", count=1)] == [verdict.trace]
+    assert refine.runners_up([verdict], "w") == [] and refine.runners_up([verdict], "other") == []
+
+
 def test_refine_logs_the_faster_neighbour_as_a_verdict(tmp_path: Path) -> None:
     """The log's best for the second conv is a poor schedule (the slowest near a sampled design) logged
     faster than anything: a neighbour of it runs faster side by side, and its verdict outranks the
