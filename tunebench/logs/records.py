@@ -262,6 +262,21 @@ class HistoryLog:
         self.problems.extend(other.problems)
 
 
+def distinct_schedules(records: Iterable[Record], count: int, skip: Iterable[Any] = ()) -> list[Record]:
+    """The first ``count`` of ``records`` (in their order) with distinct traces, none with a trace in
+    ``skip``: the schedules worth timing once each (carry-over, ``--from``, a refine's runners-up)."""
+    seen = {json.dumps(trace, sort_keys=True) for trace in skip}
+    out: list[Record] = []
+    for r in records:
+        if len(out) == count:
+            break
+        trace = json.dumps(r.trace, sort_keys=True)
+        if trace not in seen:
+            seen.add(trace)
+            out.append(r)
+    return out
+
+
 def ranking(records: Iterable[Record]) -> Callable[[Record], tuple[int, int, float]]:
     """Sort key for "better record" among ``records``: preferred protocol, then not superseded, then
     latency. A record is superseded when a side-by-side verdict (``Record.compared``) of its

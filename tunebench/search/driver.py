@@ -26,7 +26,6 @@ runner) one batch at a time, so that
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -782,13 +781,8 @@ def _carry_over(task: Task, priors: Priors, protocol: str) -> list[rec.Record]:
     elsewhere = [r for r in priors.sources if r.key == task.workload_key and r.ok]
     if not local and not elsewhere and priors.counts.get(task.workload_key, 0) == 0:
         return _relatives(task, priors)
-    out: dict[str, rec.Record] = {}
     nearest = sorted(elsewhere, key=lambda r: (class_distance(r.measured_class, priors.here), r.rank))
-    for r in sorted(local, key=lambda r: r.rank) + nearest:
-        out.setdefault(json.dumps(r.trace, sort_keys=True), r)
-        if len(out) == CARRY_OVER:
-            break
-    return list(out.values())
+    return rec.distinct_schedules(sorted(local, key=lambda r: r.rank) + nearest, CARRY_OVER)
 
 
 def _given_untimed(task: Task, priors: Priors, local: list[rec.Record]) -> list[rec.Record]:
@@ -796,15 +790,8 @@ def _given_untimed(task: Task, priors: Priors, local: list[rec.Record]) -> list[
     timed here. Before, ``--from`` was silently ignored for such a task: a single-conv search on this
     host that beat ResNet18's logged layer-3 conv side by side (0.957x, Zen 4) could not reach the
     model's log that way. Timed once: on resume they are the log's own."""
-    here = {json.dumps(r.trace, sort_keys=True) for r in local}
-    out: dict[str, rec.Record] = {}
-    for r in sorted((r for r in priors.given if r.key == task.workload_key and r.ok), key=lambda r: r.rank):
-        trace = json.dumps(r.trace, sort_keys=True)
-        if trace not in here:
-            out.setdefault(trace, r)
-        if len(out) == CARRY_OVER:
-            break
-    return list(out.values())
+    given = sorted((r for r in priors.given if r.key == task.workload_key and r.ok), key=lambda r: r.rank)
+    return rec.distinct_schedules(given, CARRY_OVER, skip=[r.trace for r in local])
 
 
 def _relatives(task: Task, priors: Priors) -> list[rec.Record]:

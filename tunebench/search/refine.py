@@ -19,7 +19,6 @@ does; a deadline stops between tasks, every verdict so far already appended to t
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -86,15 +85,7 @@ def runners_up(records: list[rec.Record], key: str, count: int = RUNNERS_UP) -> 
         return []
     ordered = sorted(mine, key=rec.ranking(mine))
     latest_verdict = sorted((r for r in mine if r.compared), key=lambda r: -r.time)[:1]
-    best = json.dumps(ordered[0].trace, sort_keys=True)
-    out: dict[str, rec.Record] = {}
-    for r in [*latest_verdict, *ordered]:
-        trace = json.dumps(r.trace, sort_keys=True)
-        if trace != best:
-            out.setdefault(trace, r)
-        if len(out) == count:
-            break
-    return list(out.values())
+    return rec.distinct_schedules([*latest_verdict, *ordered], count, skip=[ordered[0].trace])
 
 
 def _refine(
