@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/in_situ.py resnet18 --log tuning_logs/resnet18-avx512.jsonl.gz [--runs 20]
 
-The model is saved with the log's records and loaded as a deployment does, its whole forward timed
+The model is saved with the log's records (in a child process) and loaded as a deployment does, its whole forward timed
 uninstrumented, then each kernel in it (``benchmarks/per_layer.py``'s ``tvm_kernels``: the VM
 instrument around every call of ``--runs`` forwards, which adds a few microseconds a call); then each
 kernel alone, in this one process, after a flush of every argument but the input (the tuner's cold
@@ -55,10 +55,11 @@ def main() -> None:
 
     from tunebench.zoo import get_model
 
-    model, inputs = get_model(args.model)
+    _, inputs = get_model(args.model)
     folder = Path(tempfile.mkdtemp(prefix="in-situ-")) / "saved"
+    coverage = per_layer.saved(args.model, args.log, folder)  # compiled in a child: its compile and race slow what follows
     with torch.no_grad():
-        kernels, forward, coverage = per_layer.tvm_kernels(model, inputs, args.log, args.runs, folder)
+        kernels, forward = per_layer.tvm_kernels(folder, inputs, args.runs)
     host, date = host_fingerprint(), datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     command = f"python benchmarks/in_situ.py {shlex.join(sys.argv[1:])}"
     lines = [

@@ -7,8 +7,11 @@ loaded on TVM's VM; ``VirtualMachine.set_instrument`` times every packed call (k
 builtins). Peer side: the model's ONNX export (``tunebench.bench.peers``), run with the bench's
 settings; ONNX Runtime with ``SessionOptions.enable_profiling`` (its ``*_kernel_time`` node
 events), OpenVINO with ``PERF_COUNT`` (each request's ``get_profiling_info``, the node shapes from
-the compiled model's runtime graph). Both with the same threads, each alone in this process (TVM
-first, then the peer), ``--runs`` calls after warm-up, medians.
+the compiled model's runtime graph). Both with the same threads, ``--runs`` calls after warm-up,
+medians, each side in a process of its own: the artifact is saved in one, loaded and timed in
+another, the peer timed in a third. In one process, what ran before disturbed what followed: the
+save's compile and race left ResNet18's whole call at 34 ms against 18 when loaded alone, and the
+runtimes' thread pools spin after they run (the bench's ``--alone`` reason).
 
 Convs are matched across the two by their work: output elements and FLOP (2 x MAC, from the kernel's
 own argument shapes: weight elements / output channels MACs per output element), in call order;
@@ -22,13 +25,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +76,17 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int, folder: Path | None = None) -> tuple[list[Kernel], list[float], str]:
-    """Per call position of the served model's forward on TVM's VM: its kernel; and whole-call times; and coverage.
+def saved(model_name: str, log: str, folder: Path) -> str:
+    """Save ``model_name`` served with ``log``'s records to ``folder`` in a child process; its coverage line.
 
-    The artifact is saved to ``folder`` (default: a temporary one)."""
+    Compiling (and racing implementations) in the process that times the kernels slowed them."""
+    return _child(["--side", "save", "--log", log, "--folder", str(folder)], model_name)["coverage"]
+
+
+def tvm_kernels(folder: Path, inputs: tuple[Any, ...], runs: int) -> tuple[list[Kernel], list[float]]:
+    """Per call position of the saved model's forward on TVM's VM: its kernel; and whole-call times."""
     import tunebench
 
-    folder = folder or Path(tempfile.mkdtemp(prefix="per-layer-")) / "saved"
-    with tunebench.apply_history_best(log):
-        manifest = tunebench.save(model, inputs, folder)
     deployed = tunebench.load(folder)
     whole = _timed(lambda: deployed(*inputs), runs)
     vm = deployed._graph.sub._vm  # the artifact's VM: the same kernels tunebench.load serves
@@ -103,7 +110,7 @@ def tvm_kernels(model: Any, inputs: tuple[Any, ...], log: str, runs: int, folder
         state["i"] = 0
         deployed(*inputs)
     vm.set_instrument(None)
-    return _after_warmup(kernels), whole, manifest.coverage
+    return _after_warmup(kernels), whole
 
 
 def _classify_tvm(name: str, args: tuple[Any, ...]) -> Kernel:
@@ -256,34 +263,39 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tag", default="", help="suffix of the output files (e.g. before, after)")
     parser.add_argument("--peer", choices=sorted(PEERS), default="onnxruntime", help="the runtime beside tunebench's kernels")
+    parser.add_argument("--results", type=Path, default=OUT, help="folder of the .md and .json written")
+    parser.add_argument("--side", choices=["save", "tvm", *PEERS], help=argparse.SUPPRESS)  # a child's one job (see _child)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    from tunebench.bench.bench import set_threads
+    if args.side:
+        args.out.write_text(json.dumps(_side(args)))
+        return
     from tunebench.target import host_fingerprint, physical_cores
-    from tunebench.zoo import get_model
 
     threads = args.threads or physical_cores()
-    set_threads(threads)  # torch imported after tunebench, which bounds libgomp's spinning (tunebench.serve.spin)
-    import torch
-
-    model, inputs = get_model(args.model)
-    with torch.no_grad():
-        tvm, tvm_whole, coverage = tvm_kernels(model, inputs, args.log, args.runs)
-        peer, peer_whole = (ort_kernels if args.peer == "onnxruntime" else ov_kernels)(model, inputs, threads, args.runs)
+    common = ["--threads", str(threads), "--runs", str(args.runs)]
+    with tempfile.TemporaryDirectory(prefix="per-layer-") as tmp:
+        folder = Path(tmp) / "saved"
+        coverage = saved(args.model, args.log, folder)
+        tvm_side = _child(["--side", "tvm", "--log", args.log, "--folder", str(folder), *common], args.model)
+        peer_side = _child(["--side", args.peer, "--log", args.log, *common], args.model)
+    tvm, peer = ([Kernel(**k) for k in side["kernels"]] for side in (tvm_side, peer_side))
+    tvm_whole, peer_whole = tvm_side["whole"], peer_side["whole"]
     host = host_fingerprint()
     command = "python benchmarks/per_layer.py " + shlex.join(sys.argv[1:])
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     head = [
         f"# {args.model}: tunebench kernels vs {PEERS[args.peer][0]} nodes, per layer",
         "",
-        f"Host: {host['cpu']} (LLVM `{host['llvm_cpu']}`), {threads} threads; {date}; `{command}`; tunebench: {coverage}.",
+        f"Host: {host['cpu']} (LLVM `{host['llvm_cpu']}`), {threads} threads; {date}; `{command}`; tunebench: {coverage}; each side in its own process.",
         "",
     ]
     lines = head + table(args.peer, tvm, tvm_whole, peer, peer_whole)
     print("\n".join(lines))
-    stem = "-".join([args.model, host["llvm_cpu"], *(["openvino"] if args.peer == "openvino" else []), *([args.tag] if args.tag else [])])
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    stem = "-".join([args.model.rsplit(":", 1)[-1], host["llvm_cpu"], *(["openvino"] if args.peer == "openvino" else []), *([args.tag] if args.tag else [])])
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     doc = {
         "model": args.model,
         "log": args.log,
@@ -293,13 +305,45 @@ def main() -> None:
         "command": command,
         "coverage": coverage,
         "peer": args.peer,
+        "processes": {"tvm": tvm_side["pid"], args.peer: peer_side["pid"]},
         "tvm_whole_s": tvm_whole,
         f"{PEERS[args.peer][1].lower()}_whole_s": peer_whole,
         "tvm": [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in tvm],
         args.peer: [{"name": k.name, "kind": k.kind, "flop": k.flop, "median_ms": k.ms} for k in peer],
     }
-    (OUT / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {OUT / stem}.md and .json")
+    (args.results / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.results / stem}.md and .json")
+
+
+def _child(argv: list[str], model_name: str) -> dict[str, Any]:
+    """Run this script on one ``--side`` in a fresh process; what that side wrote."""
+    with tempfile.TemporaryDirectory(prefix="per-layer-side-") as tmp:
+        out = Path(tmp) / "side.json"
+        subprocess.run([sys.executable, __file__, model_name, *argv, "--out", str(out)], check=True)
+        return json.loads(out.read_text())
+
+
+def _side(args: argparse.Namespace) -> dict[str, Any]:
+    """One side's work in this (child) process: save the artifact, or time TVM's kernels or a peer's nodes."""
+    from tunebench.bench.bench import set_threads
+    from tunebench.target import physical_cores
+    from tunebench.zoo import get_model
+
+    set_threads(args.threads or physical_cores())  # torch imported after tunebench, which bounds libgomp's spinning (tunebench.serve.spin)
+    import torch
+
+    import tunebench
+
+    model, inputs = get_model(args.model)
+    with torch.no_grad():
+        if args.side == "save":
+            with tunebench.apply_history_best(args.log):
+                return {"coverage": tunebench.save(model, inputs, args.folder).coverage}
+        if args.side == "tvm":
+            kernels, whole = tvm_kernels(args.folder, inputs, args.runs)
+        else:
+            kernels, whole = (ort_kernels if args.side == "onnxruntime" else ov_kernels)(model, inputs, args.threads, args.runs)
+    return {"kernels": [asdict(k) for k in kernels], "whole": whole, "pid": os.getpid()}
 
 
 if __name__ == "__main__":
