@@ -57,7 +57,7 @@ def main() -> None:
 
     _, inputs = get_model(args.model)
     folder = Path(tempfile.mkdtemp(prefix="in-situ-")) / "saved"
-    coverage = per_layer.saved(args.model, args.log, folder)  # compiled in a child: its compile and race slow what follows
+    coverage = per_layer.saved(args.model, args.log, folder, int(os.environ["TVM_NUM_THREADS"]))  # in a child: its compile and race slow what follows
     with torch.no_grad():
         kernels, forward = per_layer.tvm_kernels(folder, inputs, args.runs)
     host, date = host_fingerprint(), datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

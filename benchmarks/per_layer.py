@@ -76,11 +76,12 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def saved(model_name: str, log: str, folder: Path) -> str:
-    """Save ``model_name`` served with ``log``'s records to ``folder`` in a child process; its coverage line.
+def saved(model_name: str, log: str, folder: Path, threads: int) -> str:
+    """Save ``model_name`` served with ``log``'s records to ``folder`` in a child process on ``threads``
+    threads (its races time the implementations with them); its coverage line.
 
     Compiling (and racing implementations) in the process that times the kernels slowed them."""
-    return _child(["--side", "save", "--log", log, "--folder", str(folder)], model_name)["coverage"]
+    return _child(["--side", "save", "--log", log, "--folder", str(folder), "--threads", str(threads)], model_name)["coverage"]
 
 
 def tvm_kernels(folder: Path, inputs: tuple[Any, ...], runs: int) -> tuple[list[Kernel], list[float]]:
@@ -277,7 +278,7 @@ def main() -> None:
     common = ["--threads", str(threads), "--runs", str(args.runs)]
     with tempfile.TemporaryDirectory(prefix="per-layer-") as tmp:
         folder = Path(tmp) / "saved"
-        coverage = saved(args.model, args.log, folder)
+        coverage = saved(args.model, args.log, folder, threads)
         tvm_side = _child(["--side", "tvm", "--log", args.log, "--folder", str(folder), *common], args.model)
         peer_side = _child(["--side", args.peer, "--log", args.log, *common], args.model)
     tvm, peer = ([Kernel(**k) for k in side["kernels"]] for side in (tvm_side, peer_side))
