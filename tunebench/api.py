@@ -31,12 +31,12 @@ def log_summary(path: str | Path, models: list[str] | None = None) -> Any:
 
 def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[Any]]]:
     """``model``'s tasks per lowering ``log`` holds workloads of: NCHW direct convs, NCHW with
-    Winograd tasks beside them, blocked layout, each layout with batch norms folded. The model is
+    Winograd tasks beside them, blocked layout, valid-tap convs, each layout with batch norms folded. The model is
     exported once; the other lowerings start from its imported module."""
     import json
 
     from .errors import TunebenchError
-    from .lowering import batchnorm, layout, winograd
+    from .lowering import batchnorm, layout, taps, winograd
     from .lowering.frontend import optimize
     from .lowering.tasks import extract_tasks
 
@@ -49,8 +49,8 @@ def _log_lowerings(model: str, log: Any, config: str) -> list[tuple[str, list[An
     out = [("nchw", [t for t in lowered.tasks if t.impl != "winograd"])]
     if with_winograd:
         out.append(("nchw, winograd", lowered.tasks))
-    if layout.in_log(log):
-        out.append(("blocked", extract_tasks(optimize(lowered.source, spec, layout="blocked"), spec)))
+    held = ["blocked"] * layout.in_log(log) + ["taps"] * taps.in_log(log)
+    out += [(lay, extract_tasks(optimize(lowered.source, spec, layout=lay), spec)) for lay in held]
     folded_layouts = batchnorm.in_log(log)
     folded = batchnorm.folded_or_none(lowered.source) if folded_layouts else None
     if folded is not None:

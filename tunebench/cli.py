@@ -31,7 +31,7 @@ LogTargetOpt = Annotated[
     Optional[str], typer.Option("--target", "-t", help="avx2, avx512, native, or a JSON TVM target dict (default: the one LOG was tuned for, else avx2)")
 ]
 WinogradOpt = Annotated[bool, typer.Option("--winograd", help="also the Winograd implementation of each 3x3 stride-1 conv, to compete with the direct one")]
-LayoutOpt = Annotated[str, typer.Option(help="conv layout: blocked (NCHW[x]c, vector-width channel blocks) or nchw")]
+LayoutOpt = Annotated[str, typer.Option(help="conv layout: blocked (NCHW[x]c, vector-width channel blocks), taps (blocked, convs skip padding) or nchw")]
 FoldOpt = Annotated[
     bool, typer.Option("--fold-bn", help="batch norms folded into the convs before them (serving folds when the log says the folded tasks are faster)")
 ]
@@ -304,7 +304,7 @@ def plot(
     bench_json: Annotated[Optional[Path], typer.Option(help="take the eager latency from a tunebench bench --json file")] = None,
     model: Annotated[Optional[str], typer.Option(help="count the model's tasks, not just those the log has met")] = None,
     target: LogTargetOpt = None,
-    layout: Annotated[str, typer.Option(help="with --model: the conv layout whose tasks count (blocked or nchw)")] = "blocked",
+    layout: Annotated[str, typer.Option(help="with --model: the conv layout whose tasks count (blocked, taps or nchw)")] = "blocked",
 ) -> None:
     """Plot LOG's tuning curve: estimated model latency against trials and wall time."""
     from .bench.plot import plot_log

@@ -114,12 +114,14 @@ def op_signature(task_name: str) -> str:
     """A fused task's op sequence without Relax's numbering (``fused_conv2d_NCHWc3_add5_relu2`` ->
     ``fused_conv2d_NCHWc_add_relu``; a ``_1`` that ``tasks.merge_tasks`` appended goes too): tasks that
     compute the same ops at other extents share it. A batch norm decomposed after a conv
-    (``_subtract_divide_multiply_add``) reads as the bias ``_add`` it folds into."""
+    (``_subtract_divide_multiply_add``) reads as the bias ``_add`` it folds into, and a valid-tap
+    conv (``lowering.taps``) as the conv it guards: same blocks and loops, so its schedules apply."""
     ops = re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", _unmerged(task_name))
-    return ops.replace(_DECOMPOSED_BATCH_NORM, "_add")
+    return ops.replace(_DECOMPOSED_BATCH_NORM, "_add").replace(_VALID_TAPS, "")
 
 
 _DECOMPOSED_BATCH_NORM = "_subtract_divide_multiply_add"
+_VALID_TAPS = "_taps"  # lowering.taps.TASK_MARK's suffix
 
 
 def relatives(task_name: str, flop: float, workloads: Mapping[str, Any], exclude: str = "") -> list[str]:

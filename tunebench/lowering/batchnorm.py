@@ -18,7 +18,7 @@ from typing import Any
 
 # a fused conv task whose epilogue starts with a bias add not followed by a decomposed batch norm's
 # subtract: the conv of a folded batch norm (or a conv with its own bias and no batch norm)
-_FOLDED_TASK = re.compile(r"conv2d(?:_NCHWc)?\d*+_add\d*+(?!_subtract)")
+_FOLDED_TASK = re.compile(r"conv2d(?:_NCHWc(?:_taps)?)?\d*+_add\d*+(?!_subtract)")
 
 
 def fold_batch_norms(mod: Any) -> Any:
@@ -63,9 +63,12 @@ def in_log(log: Any) -> set[str]:
     """The conv layouts (``layout.LAYOUTS``) of which a ``HistoryLog`` holds folded conv workloads:
     a bias add right after the conv, as folded batch norms leave them (a model without batch norms
     never gets the folded lowering anyway: ``folded_or_none``)."""
-    from .layout import TASK_MARK
+    from . import layout, taps
 
-    return {"blocked" if TASK_MARK in w.task else "nchw" for w in log.workloads.values() if _FOLDED_TASK.search(w.task)}
+    def conv_layout(task: str) -> str:
+        return "taps" if taps.TASK_MARK in task else "blocked" if layout.TASK_MARK in task else "nchw"
+
+    return {conv_layout(w.task) for w in log.workloads.values() if _FOLDED_TASK.search(w.task)}
 
 
 def _channel_bias(add: Any, const: Any) -> Any:

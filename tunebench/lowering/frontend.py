@@ -80,7 +80,8 @@ def to_relax(exported: Any) -> Any:
 def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layout: str = "nchw", fold: bool = False) -> Any:
     """Decompose for inference and fuse under the target: the module tasks come from.
 
-    ``layout="blocked"`` runs the convs in the target's NCHW[x]c layout (``layout.convert``).
+    ``layout="blocked"`` runs the convs in the target's NCHW[x]c layout (``layout.convert``), and
+    "taps" too, each padded conv multiplying only the taps inside the image (``taps``).
     Otherwise convs whose shapes are in ``winograd`` (``winograd.ConvSig``) are lowered as Winograd
     and the rest by the default legalization, so an empty collection gives the direct-conv module.
     ``fold`` folds each batch norm after a conv into the conv's weights and a bias first.
@@ -100,9 +101,9 @@ def optimize(mod: Any, target: TargetSpec, winograd: Collection[Any] = (), layou
         mod = relax.transform.DecomposeOpsForInference()(fold_batch_norms(mod) if fold else mod)
         mod = fastmath.transform(relax.transform.CanonicalizeBindings()(mod))
         legalize = fastmath.legalize_map()
-        if layout == "blocked":
+        if layout in ("blocked", "taps"):
             mod = convert(mod, target)
-            legalize |= blocked_map()
+            legalize |= blocked_map(taps=layout == "taps")
         elif winograd:
             legalize |= winograd_map(winograd)
         mod = relax.transform.LegalizeOps(customize_legalize_map=legalize)(mod)

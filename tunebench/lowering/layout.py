@@ -18,11 +18,12 @@ blocked, against 964 µs after 712 trials in NCHW.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..target import TargetSpec, required_flags
 
-LAYOUTS = ("blocked", "nchw")
+LAYOUTS = ("blocked", "nchw", "taps")  # taps: blocked, padded convs multiplying valid taps only (``taps``)
 TASK_MARK = "conv2d_NCHWc"  # in the name of every blocked conv task
 DEPTHWISE_MARK = "depthwise_conv2d_NCHWc"  # a blocked depthwise conv task (it contains TASK_MARK too)
 
@@ -108,34 +109,38 @@ def _clips_as_min_max(mod: Any) -> Any:
     return mod
 
 
-def legalize_map() -> dict[str, Any]:
+def legalize_map(taps: bool = False) -> dict[str, Any]:
     """A ``LegalizeOps`` map that lowers the blocked convs with TOPI's ``conv2d_NCHWc`` and the
-    blocked depthwise convs with ``_depthwise_nchwc``."""
-    return {"relax.nn.conv2d": _legalize}
+    blocked depthwise convs with ``_depthwise_nchwc``; with ``taps``, each padded one multiplying
+    only the taps inside the image (``taps``)."""
+    return {"relax.nn.conv2d": functools.partial(_legalize, taps=taps)}
 
 
-def _legalize(bb: Any, call: Any) -> Any:
+def _legalize(bb: Any, call: Any, taps: bool) -> Any:
     from tvm import topi
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+    from . import taps as valid
 
     a = call.attrs
     if a.data_layout == "NCHW":  # not convertible: the default legalization
         return _nn_conv2d(bb, call)
     out_dtype = str(a.out_dtype) or call.ty.dtype
     padding = [int(p) for p in a.padding]
+    mark = valid.TASK_MARK if taps and any(padding) else TASK_MARK
     if int(a.groups) > 1:  # depthwise (conv_layouts blocks no other grouped conv)
         return bb.call_te(
-            _depthwise_nchwc,
+            functools.partial(_depthwise_nchwc, taps=taps),
             call.args[0],
             call.args[1],
             list(a.strides),
             padding,
             list(a.dilation),
             out_dtype,
-            primfunc_name_hint=DEPTHWISE_MARK,
+            primfunc_name_hint=mark.replace("conv2d", "depthwise_conv2d"),
         )
     return bb.call_te(
-        topi.nn.conv2d_NCHWc,
+        valid.conv2d_nchwc if taps else topi.nn.conv2d_NCHWc,
         call.args[0],
         call.args[1],
         list(a.strides),
@@ -144,18 +149,21 @@ def _legalize(bb: Any, call: Any) -> Any:
         a.data_layout,
         a.out_layout,
         out_dtype,
-        primfunc_name_hint=TASK_MARK,
+        primfunc_name_hint=mark,
     )
 
 
-def _depthwise_nchwc(data: Any, kernel: Any, strides: list, padding: list[int], dilation: list, out_dtype: str) -> Any:
+def _depthwise_nchwc(data: Any, kernel: Any, strides: list, padding: list[int], dilation: list, out_dtype: str, taps: bool = False) -> Any:
     """Depthwise conv, NCHW{b}c data and OIHW1i{b}o kernel: each output channel sums its own input
-    channel's window, so the innermost block of ``b`` channels is one vector throughout.
+    channel's window, so the innermost block of ``b`` channels is one vector throughout; with
+    ``taps``, over the taps inside the image only (``taps.guarded``).
 
     TVM 0.27's ``topi.nn.depthwise_conv2d_NCHWc`` is a declaration only (its x86 compute went with
     AutoTVM); this is the compute it had, for a channel multiplier of 1."""
     from tvm import te, topi
     from tvm.topi.utils import get_const_tuple
+
+    from .taps import guarded
 
     n, chunks, h, w, b = get_const_tuple(data.shape)
     _, _, kh, kw, _, _ = get_const_tuple(kernel.shape)
@@ -164,14 +172,13 @@ def _depthwise_nchwc(data: Any, kernel: Any, strides: list, padding: list[int], 
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad") if any(padding) else data
     ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
-    return te.compute(
-        (n, chunks, oh, ow, b),
-        lambda i, c, y, x, k: te.sum(
-            padded[i, c, y * sh + ry * dh, x * sw + rx * dw, k].astype(out_dtype) * kernel[c, 0, ry, rx, 0, k].astype(out_dtype),
-            axis=[ry, rx],
-        ),
-        name="depthwise_conv2d_NCHWc",
-    )
+
+    def tap(i: Any, c: Any, y: Any, x: Any, k: Any) -> Any:
+        row, col = y * sh + ry * dh, x * sw + rx * dw
+        product = padded[i, c, row, col, k].astype(out_dtype) * kernel[c, 0, ry, rx, 0, k].astype(out_dtype)
+        return te.sum(guarded(product, row, col, padding, (h, w), out_dtype) if taps and any(padding) else product, axis=[ry, rx])
+
+    return te.compute((n, chunks, oh, ow, b), tap, name="depthwise_conv2d_NCHWc")
 
 
 def in_log(log: Any) -> bool:

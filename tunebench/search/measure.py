@@ -60,12 +60,22 @@ def _reused(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
 
 
 def make_builder(cfg: MeasureConfig) -> Any:
-    """The persistent builder (module docstring: why); MetaSchedule's own ``LocalBuilder`` if ``cfg`` turns it off."""
+    """The persistent builder (module docstring: why); MetaSchedule's own ``LocalBuilder`` if ``cfg``
+    turns it off. Either's workers build under the pass options serving builds with (``start_worker``)."""
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     if cfg.persistent_builder:
         return _reused(("builder", cfg.workers, cfg.build_timeout), lambda: _persistent_builder_cls()(max_workers=cfg.workers, timeout_sec=cfg.build_timeout))
-    return LocalBuilder(max_workers=cfg.workers, timeout_sec=cfg.build_timeout)
+    return LocalBuilder(max_workers=cfg.workers, timeout_sec=cfg.build_timeout, initializer=start_worker)
+
+
+def start_worker() -> None:
+    """A build worker's start-up: the tensor intrinsics (``import_tensor_intrinsics``), and the pass
+    options of ``taps.build_config`` for every build it runs, so candidates are timed as served."""
+    from ..lowering.taps import enter_build_config
+
+    import_tensor_intrinsics()
+    enter_build_config()
 
 
 def make_runner(cfg: MeasureConfig) -> Any:
@@ -152,7 +162,7 @@ def _persistent_builder_cls() -> Any:
             super().__init__()
             self.max_workers, self.timeout_sec = max_workers, timeout_sec
             self.f_build = self.f_export = None
-            self.initializer = import_tensor_intrinsics  # once per worker, not once per build
+            self.initializer = start_worker  # once per worker, not once per build
             self._pool: Any = None
             self._built = 0
 

@@ -95,10 +95,14 @@ def apply_records(relax_mod: Any, target: TargetSpec, log: HistoryLog | None, be
 
 
 def build(relax_mod: Any, target: TargetSpec) -> Any:
-    """Compile a (scheduled or not) Relax module into a VM executable."""
+    """Compile a (scheduled or not) Relax module into a VM executable, under the pass options its
+    kernels were timed with in search (``taps.build_config``)."""
     import tvm
 
-    return tvm.compile(relax_mod, target=target.tvm())
+    from ..lowering.taps import build_config
+
+    with build_config():
+        return tvm.compile(relax_mod, target=target.tvm())
 
 
 def compile_model(

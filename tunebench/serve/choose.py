@@ -129,7 +129,7 @@ def lowering_options(
     """The ways to lower ``source`` the log can serve, fastest by the log's estimate first.
 
     Candidates: ``given`` (``source`` already lowered in ``given_layout``, batch norms unfolded),
-    the other layout when the log holds its workloads, each layout with its batch norms folded when
+    the other layouts when the log holds their workloads (blocked convs, valid-tap convs: ``taps``), each layout with its batch norms folded when
     the log holds folded convs in it (``batchnorm.in_log``) and ``source`` has a batch norm to fold, and
     with ``winograd`` the NCHW lowering with each conv shape in the implementation the log measured
     faster (``winograd_shapes``). Each candidate's estimate is ``tasks.model_latency`` over the best
@@ -138,13 +138,13 @@ def lowering_options(
     record after one timed cold throughout (latencies of two machines, or two protocols, are not
     comparable). Without records: ``given`` alone.
     """
-    from ..lowering import batchnorm
+    from ..lowering import batchnorm, layout, taps
     from ..lowering.frontend import optimize
-    from ..lowering.layout import in_log
 
     if log is None or not log.records:
         return [LoweringChoice(given, given_layout)]
-    layouts = list(dict.fromkeys([given_layout, "nchw"] + (["blocked"] if in_log(log) else [])))
+    held = ["blocked"] * layout.in_log(log) + ["taps"] * taps.in_log(log)
+    layouts = list(dict.fromkeys([given_layout, "nchw", *held]))
     options = [LoweringChoice(given, given_layout)]
     options += [LoweringChoice(optimize(source, target, layout=lay), lay) for lay in layouts if lay != given_layout]
     folded_layouts = batchnorm.in_log(log)  # the layouts the log holds folded convs in
