@@ -3,6 +3,7 @@ skipped with the install line where a peer is missing; each column alone in its 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -83,6 +84,28 @@ def test_alone_alternates_the_columns_round_by_round_and_pools_their_samples(mon
     assert "fastest process ms" in [col.header for col in bench.table(result).columns]
     assert result.column(bench.OPENVINO).status == "skipped" and not result.column(bench.OPENVINO).times
     assert result.iters == 6 and result.to_json()["protocol"] == "alone: each column in its own process, 3 rounds alternated, 2 calls each"
+
+
+def test_alone_warns_what_its_column_processes_warned(monkeypatch: pytest.MonkeyPatch, template: dict) -> None:
+    # `bench --alone` on a Zen 1 no record was timed on: the children's ForeignTimingsWarning went nowhere
+    import subprocess
+    import warnings
+
+    from tunebench.serve.choose import ForeignTimingsWarning
+
+    stderr = (
+        "/x/tunebench/serve/choose.py:62: ForeignTimingsWarning: none of the log's records for core-avx2 was timed on this kind of machine\n"
+        "  warnings.warn(\n/x/torch/onnx/utils.py:9: UserWarning: an exporter's own note\n"
+    )
+    done = subprocess.CompletedProcess([], 0, stdout=json.dumps(template) + "\n", stderr=stderr)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: done)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        result = bench.run_alone(TINY, rounds=2, iters=1, warmup=1, inductor=False, only=[bench.EAGER])
+    assert result.column(bench.EAGER).status == "ok"
+    ours = [w for w in caught if issubclass(w.category, ForeignTimingsWarning)]
+    assert len(ours) == 1 and "none of the log's records for core-avx2" in str(ours[0].message), "once, however many processes said it"
+    assert not [w for w in caught if "exporter" in str(w.message)], "only tunebench's own warnings are forwarded"
 
 
 def test_a_table_without_the_eager_column_has_no_speedups(monkeypatch: pytest.MonkeyPatch, template: dict) -> None:

@@ -380,7 +380,26 @@ def _child(model: str, options: dict[str, Any]) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise TunebenchError(f"the {args['only'][0]} process failed: {tail}")
+    _forward_warnings(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _forward_warnings(stderr: str) -> None:
+    """Warn here what tunebench warned in a child process (its stderr is captured): without this,
+    ``bench --alone`` on a machine no record was timed on never said so. Python's warning registry
+    shows each message once, however many processes repeat it; other libraries' warnings stay behind."""
+    import re
+    import warnings
+
+    from ..logs.records import LogWarning
+    from ..serve.backend import LoweringFallbackWarning, UntunedFallbackWarning
+    from ..serve.cache import CacheWarning
+    from ..serve.choose import ForeignRecordWarning, ForeignTimingsWarning
+
+    ours = {c.__name__: c for c in (LogWarning, LoweringFallbackWarning, UntunedFallbackWarning, CacheWarning, ForeignRecordWarning, ForeignTimingsWarning)}
+    for name, message in re.findall(r"^\S.*?:\d+: (\w+Warning): (.*)$", stderr, flags=re.MULTILINE):
+        if name in ours:
+            warnings.warn(message, ours[name], stacklevel=2)
 
 
 def _merged(name: str, runs: list[dict[str, Any]]) -> Column:
