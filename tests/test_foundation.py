@@ -16,7 +16,7 @@ from tests.conftest import AVX2_HOSTS, AVX512_HOSTS, ZEN4_FLAGS, Host
 from tunebench import api
 from tunebench.errors import TunebenchError
 from tunebench.serve import build, choose
-from tunebench.target import cpu_flags, resolve_target
+from tunebench.target import cpu_flags, required_flags, resolve_target
 from tunebench.zoo import get_model, zoo, zoo_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +110,16 @@ def test_target_the_cpu_cannot_run_is_refused_before_anything_runs(fake_host: Ca
         resolve_target("avx512")
     assert resolve_target("avx2").mcpu == "core-avx2"
     assert resolve_target("native").mcpu == host.llvm_cpu  # the host's own CPU model is always runnable
+
+
+def test_native_leaves_out_the_features_the_host_hides(fake_host: Callable[[str], Host]) -> None:
+    # on an emeraldrapids guest without AMX in cpuinfo, `--target native` was refused on its own host (the suite failed there)
+    fake_host("emr_guest")
+    native = resolve_target("native")
+    assert native.mcpu == "emeraldrapids" and native.config["mattr"] == ["-amx-tile", "-amx-int8", "-amx-bf16"]
+    assert not native.missing_flags() and "avx512f" in required_flags(native.config)
+    fake_host("zen4")
+    assert "mattr" not in resolve_target("native").config, "a host with every feature its CPU's name implies gets the name alone"
 
 
 # Targets outside the presets: the ISA check asks LLVM what the mcpu and mattr enable.

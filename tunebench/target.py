@@ -286,6 +286,17 @@ def _avx512_mcpu() -> str:
     return "znver4" if llvm_system_cpu().startswith("znver") else "skylake-avx512"
 
 
+def _native_config() -> dict[str, Any]:
+    """LLVM's name for this CPU, minus the features that name implies and this CPU lacks, as clang's
+    ``-march=native`` asks the CPU itself: a VM may hide some (an ``emeraldrapids`` guest without AMX),
+    and ``native`` must be the one target the host always runs."""
+    config: dict[str, Any] = {"kind": "llvm", "mcpu": llvm_system_cpu()}
+    missing = set(missing_flags(config))
+    if missing:
+        config["mattr"] = [f"-{feature}" for feature, flag in LLVM_TO_CPUINFO.items() if flag in missing]
+    return config
+
+
 def resolve_target(name: str | TargetSpec, num_cores: int | None = None, check: bool = True) -> TargetSpec:
     """Turn a preset name (``host``: ``host_preset``, ``avx2``, ``avx512``, ``native``) or a JSON target dict into a TargetSpec.
 
@@ -301,7 +312,7 @@ def resolve_target(name: str | TargetSpec, num_cores: int | None = None, check: 
     elif name == "avx512":
         config = {"kind": "llvm", "mcpu": _avx512_mcpu()}
     elif name == "native":
-        config = {"kind": "llvm", "mcpu": llvm_system_cpu()}
+        config = _native_config()
     elif name.lstrip().startswith("{"):
         try:
             config = dict(json.loads(name))
